@@ -1,0 +1,1 @@
+"""CLI command groups; each module owns one group and stays thin over the library."""
