@@ -1,1 +1,56 @@
-"""data."""
+"""Data: image reading, loaders for the real RS formats, and the synthetic generator.
+
+The public names below are imported on first use (PEP 562) rather than at package import:
+the loaders subclass torch's Dataset, and importing torch for `geostrata.data.synthetic` or a
+plain `read_image` would cost seconds for nothing. `from geostrata.data import X` works as usual.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from geostrata.data.folder import IMAGE_EXTENSIONS, SceneFolderDataset
+    from geostrata.data.images import (
+        DEFAULT_MAX_PIXELS,
+        BandPolicy,
+        check_image_files,
+        missing_files,
+        read_image,
+        stretch_to_uint8,
+        to_square,
+    )
+    from geostrata.data.instruct import GeoChatBenchDataset, InstructionDataset, strip_image_token
+    from geostrata.data.rsvqa import DEFAULT_LEVELS, LEVELS, RSVQADataset, load_json
+
+_EXPORTS = {
+    "BandPolicy": "images",
+    "DEFAULT_MAX_PIXELS": "images",
+    "check_image_files": "images",
+    "missing_files": "images",
+    "read_image": "images",
+    "stretch_to_uint8": "images",
+    "to_square": "images",
+    "IMAGE_EXTENSIONS": "folder",
+    "SceneFolderDataset": "folder",
+    "DEFAULT_LEVELS": "rsvqa",
+    "LEVELS": "rsvqa",
+    "RSVQADataset": "rsvqa",
+    "load_json": "rsvqa",
+    "GeoChatBenchDataset": "instruct",
+    "InstructionDataset": "instruct",
+    "strip_image_token": "instruct",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -1,0 +1,432 @@
+"""Read any remote-sensing image file as an (H, W, 3) uint8 RGB array.
+
+Remote-sensing data sets mix 8-bit JPEG/PNG, 16-bit and float GeoTIFFs and multispectral
+stacks (Sentinel-2: 13 bands). Every loader reads through `read_image`, so the colour policy
+(which bands, how to stretch, what to do with alpha) is decided once, here, and documented in
+docs/data.md; and every failure is an `ImageError` that names the file and the problem instead
+of a decoder's traceback.
+
+Policy in short:
+- 1 band -> grey replicated to R, G, B; 3 bands -> as stored; 4 bands -> the first three
+  (R, G, B, NIR order assumed); 12 or 13 bands (Sentinel-2) -> B4, B3, B2 = indices (3, 2, 1);
+  any other count -> error asking for `BandPolicy(rgb=(r, g, b))`.
+- Alpha is ignored (colour kept as stored, not composited): RS tiles use alpha as a no-data
+  mask, and the pixels under it are already zero or meaningless either way.
+- uint8 is kept as is; any other sample type (16-bit, 32-bit, float) gets a per-image 2-98
+  percentile stretch, computed jointly over the three chosen bands so colour balance survives.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from geostrata.errors import ConfigError, ImageError, InputError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 100_000_000  # H * W bound: a decompression-bomb guard, not a quality limit
+MAX_ELEMENTS_PER_PIXEL = 32  # bounds H * W * bands of a TIFF stack before it is read
+SENTINEL2_RGB = (3, 2, 1)  # B4 (red), B3 (green), B2 (blue) in Sentinel-2's 12/13-band order
+STRETCH_PERCENTILES = (2.0, 98.0)
+STRETCH_SAMPLES = 1_000_000  # percentiles of a strided sample: same result, bounded time
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both orders
+PILLOW_TIFF_PHOTOMETRICS = (5, 6, 8)  # SEPARATED (CMYK), YCBCR, CIELAB: Pillow converts these
+MISSING_LISTED = 50  # how many missing files an error message names before summarising
+
+
+@dataclass(frozen=True)
+class BandPolicy:
+    """Which bands of an image become R, G and B.
+
+    `rgb` holds explicit 0-based band indices (repeats allowed, e.g. (7, 7, 7) for one band as
+    grey). None applies the default rule of the module docstring; counts it does not cover raise
+    an `ImageError` rather than guess, since a guess silently gives false colours.
+    """
+
+    rgb: tuple[int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.rgb is None:
+            return
+        rgb = tuple(self.rgb) if isinstance(self.rgb, list | tuple) else None
+        valid = rgb is not None and len(rgb) == 3
+        if not valid or any(type(b) is not int or b < 0 for b in rgb):
+            raise ConfigError(
+                f"BandPolicy.rgb must be three non-negative band indices, got {self.rgb!r}"
+            )
+        object.__setattr__(self, "rgb", rgb)
+
+
+def read_image(
+    path: str | Path, bands: BandPolicy | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Read `path` as an (H, W, 3) uint8 array, or raise an `ImageError` naming the file.
+
+    TIFFs go through tifffile (multispectral stacks, 16-bit, float, (C, H, W) or (H, W, C));
+    everything else, and TIFFs tifffile cannot decode without extra codecs, through Pillow.
+    """
+    path = Path(path)
+    _check_file(path)
+    if _is_tiff(path):
+        bands_hwc = _read_tiff(path, max_pixels)  # (H, W, C)
+    else:
+        bands_hwc = _read_pillow(path, max_pixels)  # (H, W, C)
+    if bands_hwc.size == 0:
+        raise ImageError(f"{path}: zero-size image (shape {bands_hwc.shape})")
+    indices = _band_indices(bands or BandPolicy(), bands_hwc.shape[2], path)
+    rgb = bands_hwc[:, :, list(indices)]  # (H, W, 3)
+    return _as_uint8(rgb, path)
+
+
+def to_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop an (H, W, 3) uint8 image to its shorter side, then resize to (size, size).
+
+    Cropping (not squashing) keeps object shapes, which matter for counting and recognition;
+    RS tiles are almost always square already, so little is lost.
+    """
+    if type(size) is not int or size <= 0:
+        raise InputError(f"to_square: size must be a positive integer, got {size!r}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InputError(
+            f"to_square: expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}"
+        )
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    crop = image[top : top + side, left : left + side]  # (side, side, 3)
+    if side == size:
+        return crop.copy()
+    resized = Image.fromarray(crop).resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(resized)  # (size, size, 3)
+
+
+def missing_files(paths: Iterable[str | Path]) -> list[str]:
+    """The paths in `paths` that are not existing regular files, in order."""
+    return [str(path) for path in paths if not _is_file(Path(path))]
+
+
+def check_image_files(paths: Iterable[str | Path]) -> None:
+    """Raise one `ImageError` naming every missing image at once (the first 50, then a count)."""
+    missing = missing_files(paths)
+    if not missing:
+        return
+    named = "\n  ".join(missing[:MISSING_LISTED])
+    extra = len(missing) - MISSING_LISTED
+    more = f"\n  ... and {extra} more" if extra > 0 else ""
+    raise ImageError(f"{len(missing)} image file(s) missing:\n  {named}{more}")
+
+
+class ImageRecords:
+    """What every loader shares: `records` (dicts with an "image_path") read into samples.
+
+    A sample is the record plus "image" (read with the loader's band policy), passed through
+    the loader's transform. Kept free of torch so reading images never imports it; the loaders
+    combine it with torch's Dataset.
+    """
+
+    records: list[dict[str, Any]]
+    bands: BandPolicy | None = None
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        sample = {"image": read_image(record["image_path"], self.bands), **record}
+        return self.transform(sample) if self.transform else sample
+
+    def image_paths(self) -> list[str]:
+        """Each distinct image path once, in record order."""
+        return list(dict.fromkeys(record["image_path"] for record in self.records))
+
+    def missing_images(self) -> list[str]:
+        """Image paths that do not exist (cheap: nothing is decoded)."""
+        return missing_files(self.image_paths())
+
+    def check_images(self) -> None:
+        """Raise one ImageError naming every missing image at once."""
+        check_image_files(self.image_paths())
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # name too long, embedded NUL byte, ...
+        return False
+
+
+def _check_file(path: Path) -> None:
+    try:
+        if not path.exists():
+            raise ImageError(f"{path}: image file not found")
+        if not path.is_file():
+            raise ImageError(f"{path}: not a regular file")
+        size = path.stat().st_size
+    except (OSError, ValueError) as err:
+        raise ImageError(f"{path}: cannot access image file: {err}") from err
+    if size == 0:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+
+
+def _is_tiff(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(4) in TIFF_MAGIC
+    except OSError as err:
+        raise ImageError(f"{path}: cannot read image file: {err}") from err
+
+
+def _check_pixels(path: Path, height: int, width: int, max_pixels: int) -> None:
+    if height * width > max_pixels:
+        raise ImageError(
+            f"{path}: {width}x{height} = {height * width} pixels exceeds max_pixels={max_pixels} "
+            "(decompression-bomb guard; pass a larger max_pixels if the image is genuine)"
+        )
+
+
+def _read_tiff(path: Path, max_pixels: int) -> np.ndarray:
+    """Decode with tifffile; fall back to Pillow for compressions tifffile lacks codecs for."""
+    try:
+        with _tifffile_errors() as errors, tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            shape, axes = tuple(series.shape), str(series.axes)
+            _check_tiff_size(path, shape, max_pixels)
+            page = tif.pages[0]
+            photometric = int(page.photometric)
+            if photometric in PILLOW_TIFF_PHOTOMETRICS:
+                return _read_pillow(path, max_pixels)
+            stack = series.asarray()
+            colormap = page.colormap if photometric == 3 else None
+        if errors:  # tifffile logs (not raises) broken page chains and short strips
+            raise ImageError(f"{path}: corrupt or truncated TIFF: {errors[0]}")
+    except ImageError:
+        raise
+    except Exception as tiff_err:  # tifffile raises many types on corrupt input
+        return _tiff_fallback(path, max_pixels, tiff_err)
+    if colormap is not None and stack.ndim == 2:
+        stack, axes = _apply_palette(stack, colormap), "YXS"  # (H, W, 3)
+    elif photometric == 0:
+        stack = _invert_miniswhite(stack)
+    return _to_hwc(stack, axes if stack.ndim == len(axes) else "", path)
+
+
+class _ErrorCollector(logging.Handler):
+    """Collects the messages of ERROR records, so logged corruption can become an ImageError."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _tifffile_errors() -> Iterator[list[str]]:
+    """Within the block, tifffile's logged errors are collected (and still logged)."""
+    collector = _ErrorCollector()
+    tiff_logger = logging.getLogger("tifffile")
+    tiff_logger.addHandler(collector)
+    try:
+        yield collector.messages
+    finally:
+        tiff_logger.removeHandler(collector)
+
+
+def _tiff_fallback(path: Path, max_pixels: int, tiff_err: Exception) -> np.ndarray:
+    """JPEG/LZW/... TIFFs need imagecodecs in tifffile; Pillow reads the 8-bit ones.
+
+    Only a missing codec falls back: for any other failure Pillow would happily return the
+    first page of a truncated multi-page stack, i.e. silently fewer bands.
+    """
+    message = f"{type(tiff_err).__name__}: {tiff_err}"
+    if "imagecodecs" not in message:
+        raise ImageError(f"{path}: corrupt, truncated or unsupported TIFF: {message}") from tiff_err
+    try:
+        return _read_pillow(path, max_pixels)
+    except ImageError as pil_err:
+        raise ImageError(
+            f"{path}: TIFF compression needs the 'imagecodecs' package and Pillow could not "
+            f"read it either: {message}"
+        ) from pil_err
+
+
+def _check_tiff_size(path: Path, shape: tuple[int, ...], max_pixels: int) -> None:
+    """Bound H * W (by the two largest dimensions) and H * W * bands before reading."""
+    if not shape:
+        raise ImageError(f"{path}: zero-size image (shape {shape})")
+    largest = sorted(shape)[-2:]
+    _check_pixels(path, largest[0], largest[-1] if len(largest) > 1 else 1, max_pixels)
+    if int(np.prod(shape, dtype=np.float64)) > max_pixels * MAX_ELEMENTS_PER_PIXEL:
+        raise ImageError(
+            f"{path}: array of shape {shape} exceeds {MAX_ELEMENTS_PER_PIXEL} x max_pixels="
+            f"{max_pixels} elements (decompression-bomb guard)"
+        )
+
+
+def _apply_palette(indices: np.ndarray, colormap: np.ndarray) -> np.ndarray:
+    """Palette TIFFs store indices into a (3, N) uint16 colour map: look them up."""
+    clipped = np.clip(indices.astype(np.int64), 0, colormap.shape[1] - 1)  # (H, W)
+    rgb = np.moveaxis(colormap[:, clipped], 0, -1)  # (H, W, 3)
+    return (rgb >> 8).astype(np.uint8) if rgb.max() > 255 else rgb.astype(np.uint8)
+
+
+def _invert_miniswhite(stack: np.ndarray) -> np.ndarray:
+    """MINISWHITE stores grey inverted (0 = white): flip it so 0 means black as everywhere else."""
+    if stack.dtype == bool:
+        return ~stack
+    if np.issubdtype(stack.dtype, np.unsignedinteger):
+        return np.iinfo(stack.dtype).max - stack
+    return stack
+
+
+def _to_hwc(stack: np.ndarray, axes: str, path: Path) -> np.ndarray:
+    """(H, W) / (H, W, C) / (C, H, W), plus singleton extras -> (H, W, C).
+
+    tifffile's axes name the band axis ("S" samples last, or "Q"/"C"/"I" first); without
+    them the smaller of the first and last dimension is taken as the band axis.
+    """
+    while stack.ndim > 3 and 1 in stack.shape:
+        axis = stack.shape.index(1)
+        stack = stack.squeeze(axis)
+        axes = axes[:axis] + axes[axis + 1 :] if axes else ""
+    if stack.ndim == 2:
+        return stack[:, :, None]  # (H, W, 1)
+    if stack.ndim != 3:
+        raise ImageError(
+            f"{path}: unsupported array shape {stack.shape}; "
+            "expected (H, W), (H, W, C) or (C, H, W)"
+        )
+    if axes.endswith("S"):
+        bands_last = True
+    elif axes.endswith("YX"):
+        bands_last = False
+    else:
+        bands_last = stack.shape[2] <= stack.shape[0]
+    return stack if bands_last else np.moveaxis(stack, 0, -1)  # (H, W, C)
+
+
+def _read_pillow(path: Path, max_pixels: int) -> np.ndarray:
+    """Verify, then decode with Pillow into (H, W, C) with C in {1, 3} (alpha dropped)."""
+    try:
+        with Image.open(path) as image:
+            _check_pixels(path, image.height, image.width, max_pixels)
+            image.verify()
+        stack = _png16_colour(path)
+        if stack is not None:
+            return stack
+        with Image.open(path) as image:
+            return _pillow_array(image)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as err:  # Pillow's own bound, checked before ours
+        raise ImageError(f"{path}: {err} (decompression-bomb guard)") from err
+    except Exception as err:  # Pillow raises OSError, SyntaxError, struct.error, ... on bad data
+        raise ImageError(
+            f"{path}: cannot decode image (corrupt, truncated or unsupported format): "
+            f"{type(err).__name__}: {err}"
+        ) from err
+
+
+def _pillow_array(image: Image.Image) -> np.ndarray:
+    """Pillow mode -> (H, W, C) array, C in {1, 3}; high-bit-depth modes keep their dtype."""
+    mode = image.mode
+    if mode.startswith("I") or mode == "F":  # I;16, I;16B, I (int32), F (float32)
+        grey = np.asarray(image)
+        return grey.astype(grey.dtype.newbyteorder("="))[:, :, None]  # (H, W, 1)
+    if mode in ("L", "LA", "La"):
+        return np.asarray(image)[:, :, :1] if mode != "L" else np.asarray(image)[:, :, None]
+    if mode == "1":
+        return np.asarray(image.convert("L"))[:, :, None]
+    if mode in ("P", "PA"):  # via RGBA: Pillow warns when a transparent palette goes to RGB
+        return np.asarray(image.convert("RGBA"))[:, :, :3]
+    if mode in ("RGB", "RGBA", "RGBa", "RGBX"):
+        return np.asarray(image)[:, :, :3]
+    return np.asarray(image.convert("RGB"))  # CMYK, YCbCr, LAB, HSV
+
+
+def _png16_colour(path: Path) -> np.ndarray | None:
+    """Full 16-bit samples of an RGB(A) PNG, or None when the file is not one.
+
+    Pillow keeps only the high byte of 16-bit colour PNGs, which turns typical reflectance
+    values (a few thousand out of 65535) nearly black. Decoding the same data a second time
+    with the little-endian raw mode yields the low bytes, so the full value is recovered.
+    """
+    halves = []
+    for suffix in (";16B", ";16L"):
+        with Image.open(path) as image:
+            if image.format != "PNG" or image.mode not in ("RGB", "RGBA") or len(image.tile) != 1:
+                return None
+            tile = image.tile[0]
+            rawmode = tile.args if isinstance(tile.args, str) else tile.args[0]
+            if not isinstance(rawmode, str) or not rawmode.endswith(";16B"):
+                return None
+            image.tile = [tile._replace(args=rawmode[:-4] + suffix)]
+            halves.append(np.asarray(image)[:, :, :3].astype(np.uint16))  # (H, W, 3)
+    return (halves[0] << 8) | halves[1]  # (H, W, 3) uint16
+
+
+def _band_indices(policy: BandPolicy, n_bands: int, path: Path) -> tuple[int, int, int]:
+    if policy.rgb is not None:
+        if max(policy.rgb) >= n_bands:
+            raise ImageError(
+                f"{path}: BandPolicy.rgb={policy.rgb} asks for band {max(policy.rgb)} but the "
+                f"image has {n_bands} band(s) (indices are 0-based)"
+            )
+        return policy.rgb
+    defaults = {1: (0, 0, 0), 3: (0, 1, 2), 4: (0, 1, 2), 12: SENTINEL2_RGB, 13: SENTINEL2_RGB}
+    if n_bands not in defaults:
+        raise ImageError(
+            f"{path}: {n_bands} bands and no default RGB choice for that count; pass "
+            "BandPolicy(rgb=(r, g, b)) with the 0-based indices of the red, green and blue bands"
+        )
+    return defaults[n_bands]
+
+
+def _as_uint8(rgb: np.ndarray, path: Path) -> np.ndarray:
+    """uint8 unchanged, bool to 0/255, other real types through the percentile stretch."""
+    if rgb.dtype == np.uint8:
+        return np.ascontiguousarray(rgb)
+    if rgb.dtype == bool:
+        return rgb.astype(np.uint8) * 255
+    if not (np.issubdtype(rgb.dtype, np.integer) or np.issubdtype(rgb.dtype, np.floating)):
+        raise ImageError(f"{path}: unsupported sample type {rgb.dtype}")
+    return stretch_to_uint8(rgb)
+
+
+def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Map the 2nd..98th percentile of the finite values linearly onto 0..255.
+
+    One range for the whole image (not per band) keeps the colour balance. NaN/inf become 0.
+    A constant image falls back to the dtype's range (integers) or 0..1 (floats).
+    """
+    work = values.astype(np.float64 if values.dtype.itemsize > 4 else np.float32)
+    finite = np.isfinite(work)
+    sample = work[finite]
+    if sample.size == 0:
+        return np.zeros(values.shape, dtype=np.uint8)
+    step = max(1, sample.size // STRETCH_SAMPLES)
+    low, high = (float(v) for v in np.percentile(sample[::step], STRETCH_PERCENTILES))
+    if not high > low:
+        low, high = _dtype_range(values.dtype)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        scaled = (work - low) / (high - low)
+        scaled = np.where(finite & np.isfinite(scaled), scaled, 0.0)
+    return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _dtype_range(dtype: np.dtype) -> tuple[float, float]:
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return float(min(info.min, 0)), float(info.max)
+    return 0.0, 1.0

@@ -1,0 +1,178 @@
+"""An experiment: which model preset, which data, which knowledge base, and the two stages.
+
+One YAML file describes a whole run (`geostrata train CONFIG.yaml`); flag overrides use dotted
+keys (`--set stage2.max_steps=300 --set model.retrieval=false`). The resolved config is saved
+next to the weights so a run can be reproduced and resumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from geostrata.errors import ConfigError
+from geostrata.train.config import TrainConfig
+
+DATA_KINDS = ("synthetic", "rsvqa", "folder", "instruct", "geochat_bench")
+
+
+@dataclass
+class DataConfig:
+    """Where the training and evaluation samples come from (one loader path for all formats).
+
+    kind: synthetic (a `geostrata data synth` folder, read through its RSVQA files plus its
+    annotations) | rsvqa (RSVQA LR/HR) | folder (UCMerced/AID/NWPU/WHU scene folders, turned into
+    "What type of scene is this?" questions) | instruct (LLaVA/GeoChat JSON) | geochat_bench (JSONL).
+    """
+
+    kind: str = "synthetic"
+    root: str = "runs/demo/data"
+    prefix: str = "SYN"  # RSVQA file prefix: LR, USGS or SYN
+    train_split: str = "train"  # split name, or for folder / instruct kinds a split or JSON file
+    eval_split: str = "test"
+    image_dir: str | None = None  # RSVQA image folder relative to root (default per prefix)
+    image_ext: str | None = None  # RSVQA image extension (default .tif, .png for SYN)
+    max_train: int = 0  # 0: all samples
+    max_eval: int = 0
+    captions: bool = True  # add "Describe the image." turns where captions exist (synthetic)
+
+    def __post_init__(self) -> None:
+        if self.kind not in DATA_KINDS:
+            raise ConfigError(f"data.kind must be one of {DATA_KINDS}, got {self.kind!r}")
+        for name in ("max_train", "max_eval"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"data.{name} must be an integer >= 0, got {getattr(self, name)!r}")
+
+
+def _stage1_default() -> TrainConfig:
+    return TrainConfig(max_steps=60, batch_size=32, lr=2e-3, warmup_steps=5, log_every=5)
+
+
+def _stage2_default() -> TrainConfig:
+    return TrainConfig(max_steps=300, batch_size=32, lr=1e-3, warmup_steps=20, log_every=10)
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole run. `model` holds GeoStrataConfig overrides on top of `preset`."""
+
+    preset: str = "tiny-effnet"
+    model: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    knowledge: str = "default"  # "default", or a path to a knowledge-base file / folder
+    tokenizer_vocab: int = 1500  # vocab of the locally trained BPE tokenizer (tiny presets)
+    stage1: TrainConfig = field(default_factory=_stage1_default)
+    stage2: TrainConfig = field(default_factory=_stage2_default)
+    output_dir: str = "runs/experiment"
+    seed: int = 0
+    eval_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, dict):
+            raise ConfigError(f"model must be a mapping of overrides, got {self.model!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not isinstance(self.eval_batch_size, int) or self.eval_batch_size < 1:
+            raise ConfigError(f"eval_batch_size must be an integer >= 1, got {self.eval_batch_size!r}")
+
+    def stage(self, name: str) -> TrainConfig:
+        """The TrainConfig of a stage, writing into `output_dir/<stage>` with the run's seed."""
+        base = {"stage1": self.stage1, "stage2": self.stage2}[name]
+        out = str(Path(self.output_dir) / name)
+        return dataclasses.replace(base, output_dir=out, seed=self.seed)
+
+    # ---------------------------------------------------------------- (de)serialisation
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
+        """Build from a nested mapping; unknown keys raise ConfigError naming the key and source."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {unknown} in experiment config {source}; known: {sorted(known)}")
+        kwargs = dict(data)
+        try:
+            if "data" in kwargs:
+                kwargs["data"] = _build(DataConfig, kwargs["data"], f"{source}: data")
+            for stage in ("stage1", "stage2"):
+                if stage in kwargs:
+                    defaults = getattr(cls(), stage).to_dict()
+                    stage_data = _mapping(kwargs[stage], f"{source}: {stage}")
+                    kwargs[stage] = TrainConfig.from_dict({**defaults, **stage_data}, f"{source}: {stage}")
+            return cls(**kwargs)
+        except ConfigError as exc:
+            if source in str(exc):
+                raise
+            raise ConfigError(f"{source}: {exc}") from exc
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+        """Read a YAML experiment file, then apply `key.sub=value` overrides (values parsed as YAML)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"experiment config {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"malformed YAML in {path}{where}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping, got {type(data).__name__}")
+        return cls.from_dict(apply_overrides(data, overrides or []), source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain nested mapping, the inverse of `from_dict`."""
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved config as YAML."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `data` with each `a.b.c=value` override applied (value parsed as YAML)."""
+    out = _deep_copy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from exc
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a mapping")
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}
+
+
+def _mapping(value: object, where: str) -> dict[str, Any]:
+    if isinstance(value, TrainConfig):
+        return value.to_dict()
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping, got {value!r}")
+    return value
+
+
+def _build(cls: type, value: object, where: str) -> Any:
+    if isinstance(value, cls):
+        return value
+    data = _mapping(value, where)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; known: {sorted(known)}")
+    return cls(**data)
