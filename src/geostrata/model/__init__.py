@@ -1,1 +1,22 @@
-"""model."""
+"""GeoStrata model: multi-level vision, semantic augmentation, semantic experts, fusion, LLM.
+
+Import cost: this pulls in torch and transformers, so CLI command modules import it
+inside functions.
+"""
+
+from geostrata.model.configuration import GeoStrataConfig
+from geostrata.model.modeling import GeoStrataForConditionalGeneration, count_parameters
+from geostrata.model.outputs import GeoStrataOutput
+from geostrata.model.processing import GeoStrataProcessor
+from geostrata.model.tokenizer import train_tokenizer
+from geostrata.model.vision import MultiLevelFeatures
+
+__all__ = [
+    "GeoStrataConfig",
+    "GeoStrataForConditionalGeneration",
+    "GeoStrataOutput",
+    "GeoStrataProcessor",
+    "MultiLevelFeatures",
+    "count_parameters",
+    "train_tokenizer",
+]

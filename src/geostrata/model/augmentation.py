@@ -1,0 +1,175 @@
+"""Semantic Augmentation Module: enrich each level's visual tokens with retrieved knowledge cues.
+
+Per level l (DESIGN.md step 4):
+    r_l  = normalize(W_l [pool(v_l); q])                         (B, Dk) retrieval query
+    top-k entries of level l from the knowledge base              (B, k) indices
+    e    = level-embedding buffer rows; s = r_l . e (recomputed in torch, so W_l gets gradient)
+    v_l' = v_l + tanh(g_l) * CrossAttn(q=v_l, kv=[proj(e) * softmax(s/t); proj(q)])
+The retriever itself is a non-differentiable top-k (FAISS or numpy); only which entries are used
+comes from it. The alignment loss pulls a question-free projection of pool(v_l) towards the
+embeddings of level l's ground-truth entries (soft-label InfoNCE over all entries of the level).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geostrata.errors import InputError, KnowledgeBaseError
+from geostrata.knowledge.protocol import Retriever
+from geostrata.model.configuration import AugmentationConfig
+
+
+@dataclass
+class Retrieved:
+    """Top-k cues of one level for a batch."""
+
+    ids: list[list[str]]  # B lists of k entry ids ("" where the index had fewer than k)
+    scores: torch.Tensor  # (B, k) cosine scores, differentiable w.r.t. the query projection
+
+
+@dataclass
+class AugmentationOutput:
+    tokens: dict[str, torch.Tensor]  # level -> (B, N_l, D) augmented tokens
+    retrieved: dict[str, Retrieved] = field(default_factory=dict)
+    align_loss: torch.Tensor | None = None  # scalar, None when no level had a label
+
+
+class LevelAugmentation(nn.Module):
+    """One level: input projection, retrieval query, cue cross-attention, alignment."""
+
+    def __init__(self, level: str, in_dim: int, config: AugmentationConfig) -> None:
+        super().__init__()
+        d, dk = config.hidden_size, config.knowledge_dim
+        self.level, self.config = level, config
+        self.input_proj = nn.Linear(in_dim, d)
+        self.align_proj = nn.Linear(d, dk)  # P_l, question-free
+        if self.active:  # retrieval off or k = 0 builds no retrieval weights at all
+            self.query = nn.Linear(d + dk, dk)  # W_l
+            self.cue_proj = nn.Linear(dk, d)
+            self.question_proj = nn.Linear(dk, d)
+            self.norm = nn.LayerNorm(d)
+            self.attn = nn.MultiheadAttention(d, config.num_heads, batch_first=True)
+            self.gate = nn.Parameter(torch.tensor(float(config.gate_init)))
+        self.register_buffer("entries", None, persistent=False)  # (N_l, Dk), set by attach()
+        self.retriever: Retriever | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.config.retrieval and self.config.top_k > 0
+
+    def attach(self, retriever: Retriever, device: torch.device) -> None:
+        emb = np.asarray(retriever.level_embeddings(self.level), dtype=np.float32)  # (N_l, Dk)
+        if emb.ndim != 2 or emb.shape[1] != self.config.knowledge_dim:
+            raise KnowledgeBaseError(
+                f"level {self.level!r}: embeddings of shape {emb.shape}, "
+                f"expected (N, {self.config.knowledge_dim})"
+            )
+        self.entries = torch.from_numpy(emb).to(device)
+        self.retriever = retriever
+
+    def forward(
+        self, raw: torch.Tensor, question: torch.Tensor, target: torch.Tensor | None
+    ) -> tuple[torch.Tensor, Retrieved | None, torch.Tensor | None]:
+        v = self.input_proj(raw)  # (B, N, D)
+        pooled = v.mean(dim=1)  # (B, D)
+        align = self._align_loss(pooled, target) if target is not None else None
+        if not self.active:
+            return v, None, align  # identity path: k = 0 or retrieval off
+        r = F.normalize(self.query(torch.cat([pooled, question], dim=-1)), dim=-1)  # (B, Dk)
+        cues, scores, ids, valid = self._retrieve(r)
+        weights = torch.softmax(
+            scores.masked_fill(~valid, float("-inf")) / self.config.temperature, -1
+        )
+        weights = torch.nan_to_num(weights, nan=0.0)  # (B, k); rows with no valid cue -> all zero
+        kv = torch.cat(
+            [
+                self.cue_proj(cues) * weights.unsqueeze(-1),  # (B, k, D)
+                self.question_proj(question).unsqueeze(1),
+            ],
+            dim=1,
+        )  # (B, k+1, D)
+        pad = torch.cat(
+            [~valid, valid.new_zeros(valid.shape[0], 1)], dim=1
+        )  # question never masked
+        attended, _ = self.attn(self.norm(v), kv, kv, key_padding_mask=pad, need_weights=False)
+        return v + torch.tanh(self.gate) * attended, Retrieved(ids, scores), align
+
+    def _retrieve(
+        self, r: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, list[list[str]], torch.Tensor]:
+        if self.retriever is None or self.entries is None:
+            raise KnowledgeBaseError(
+                f"level {self.level!r}: retrieval is on but no knowledge base is "
+                "attached; call model.attach_knowledge(retriever) (also after "
+                "from_pretrained), or set retrieval=False / top_k=0"
+            )
+        k = min(self.config.top_k, self.entries.shape[0])
+        result = self.retriever.search(r.detach().float().cpu().numpy(), self.level, k)
+        idx = torch.as_tensor(
+            np.asarray(result.indices), dtype=torch.long, device=r.device
+        )  # (B, k)
+        valid = idx >= 0
+        cues = self.entries[idx.clamp(min=0)].to(r.dtype)  # (B, k, Dk)
+        scores = (r.unsqueeze(1) * cues).sum(-1)  # (B, k), recomputed so it stays differentiable
+        ids = [[i for i in row] for row in result.ids]
+        return cues, scores, ids, valid
+
+    def _align_loss(self, pooled: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+        if self.entries is None:
+            raise KnowledgeBaseError(
+                f"level {self.level!r}: align_targets given but no knowledge base "
+                "is attached; call model.attach_knowledge(retriever) first"
+            )
+        if target.shape != (pooled.shape[0], self.entries.shape[0]):
+            raise InputError(
+                f"align_targets[{self.level!r}] has shape {tuple(target.shape)}, expected "
+                f"({pooled.shape[0]}, {self.entries.shape[0]}) (batch, entries of the level)"
+            )
+        labelled = target.sum(-1) > 0  # (B,) all-zero rows mean "no label"
+        if not labelled.any():
+            return None
+        a = F.normalize(self.align_proj(pooled[labelled]), dim=-1)  # (B', Dk)
+        logits = a @ self.entries.to(a.dtype).T / self.config.align_temperature  # (B', N_l)
+        p = target[labelled].float()
+        p = p / p.sum(-1, keepdim=True)  # soft labels
+        return -(p * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+class SemanticAugmentation(nn.Module):
+    """All levels' augmentation; levels are independent, so each has its own weights."""
+
+    def __init__(self, config: AugmentationConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.levels = nn.ModuleDict(
+            {lv: LevelAugmentation(lv, config.in_dims[lv], config) for lv in config.levels}
+        )
+
+    def attach(self, retriever: Retriever, device: torch.device) -> None:
+        for module in self.levels.values():
+            module.attach(retriever, device)
+
+    def forward(
+        self,
+        features: dict[str, torch.Tensor],
+        question: torch.Tensor,
+        align_targets: dict[str, torch.Tensor] | None = None,
+    ) -> AugmentationOutput:
+        """features: level -> (B, N_l, Dv_l); question (B, Dk) -> AugmentationOutput."""
+        out = AugmentationOutput(tokens={})
+        losses = []
+        for level, module in self.levels.items():
+            target = None if align_targets is None else align_targets.get(level)
+            tokens, retrieved, align = module(features[level], question, target)
+            out.tokens[level] = tokens
+            if retrieved is not None:
+                out.retrieved[level] = retrieved
+            if align is not None:
+                losses.append(align)
+        out.align_loss = torch.stack(losses).mean() if losses else None
+        return out

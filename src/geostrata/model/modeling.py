@@ -1,0 +1,300 @@
+"""GeoStrataForConditionalGeneration: the composed model.
+
+DESIGN.md, "One sample's way through the model":
+
+image -> MultiLevelVisionEncoder -> SemanticAugmentation (retrieval + alignment loss)
+      -> SemanticExperts (router + balance loss) -> CrossModalFusion -> spliced at <image> -> LLM.
+The llava baseline skips the middle: last-layer patch tokens -> LlavaProjector -> LLM. Every
+ablation is a config switch on this one code path. Components are only called through their
+forward / attach methods; this file never reaches into their internals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from geostrata.errors import KnowledgeBaseError
+from geostrata.knowledge.protocol import Retriever
+from geostrata.model.augmentation import SemanticAugmentation
+from geostrata.model.configuration import GeoStrataConfig
+from geostrata.model.experts import SemanticExperts
+from geostrata.model.fusion import CrossModalFusion, LlavaProjector, splice_image_tokens
+from geostrata.model.outputs import GeoStrataOutput
+from geostrata.model.vision import MultiLevelFeatures, MultiLevelVisionEncoder, _local_path
+
+
+@dataclass
+class VisualTokens:
+    """Image tokens ready for the LLM plus what the semantic modules report on the way."""
+
+    tokens: torch.Tensor  # (B, T_img, D_llm)
+    router_weights: torch.Tensor | None = None  # (B, L)
+    retrieved: dict[str, tuple[list[list[str]], torch.Tensor]] = field(default_factory=dict)
+    align_loss: torch.Tensor | None = None
+    balance_loss: torch.Tensor | None = None
+
+
+class GeoStrataForConditionalGeneration(PreTrainedModel):
+    """Remote-sensing VLM with semantic-augmented multi-level alignment and semantic experts."""
+
+    config_class = GeoStrataConfig
+    base_model_prefix = "geostrata"
+    main_input_name = "input_ids"
+    _supports_sdpa = True
+
+    def __init__(self, config: GeoStrataConfig) -> None:
+        super().__init__(config)
+        self.vision = MultiLevelVisionEncoder(config.vision_settings())
+        if config.baseline == "llava":
+            self.projector = LlavaProjector(config.fusion_settings(self.vision.last_dim))
+        else:
+            self.augmentation = SemanticAugmentation(
+                config.augmentation_settings(self.vision.feature_dims)
+            )
+            self.experts = SemanticExperts(config.experts_settings())
+            self.fusion = CrossModalFusion(config.fusion_settings(config.hidden_size))
+            # Stands in for q when a batch comes without question embeddings (e.g. captions).
+            self.default_question = nn.Parameter(torch.randn(config.knowledge_dim) * 0.02)
+        self.llm = AutoModelForCausalLM.from_config(config.text_config)
+        self.post_init()
+        self.vision.load_pretrained()  # after post_init, which would re-initialise loaded weights
+        self._load_pretrained_llm()
+        self._configure_trainable()
+
+    # ---- construction ------------------------------------------------------------------------
+    def _load_pretrained_llm(self) -> None:
+        path = _local_path(self.config.text_name_or_path)
+        if path is None or torch.empty(0).device.type == "meta":
+            return
+        self.llm = AutoModelForCausalLM.from_pretrained(path)
+        self.llm.resize_token_embeddings(self.config.text_config.vocab_size)  # room for <image>
+
+    def _configure_trainable(self) -> None:
+        cfg = self.config
+        if cfg.freeze_llm:
+            self.llm.requires_grad_(False)
+        if cfg.use_lora:  # PEFT freezes the base LLM and trains only the low-rank adapters
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=cfg.lora_dropout,
+                target_modules=list(cfg.lora_target_modules),
+                task_type="CAUSAL_LM",
+            )
+            self.llm = get_peft_model(self.llm, lora)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.llm.get_input_embeddings()
+
+    # ---- knowledge ---------------------------------------------------------------------------
+    def attach_knowledge(self, retriever: Retriever) -> None:
+        """Use `retriever` for top-k search; copy its level embeddings into non-persistent buffers.
+
+        Buffers are not saved, so call this again after from_pretrained.
+        """
+        cfg = self.config
+        if retriever.dim != cfg.knowledge_dim:
+            raise KnowledgeBaseError(
+                f"knowledge base embeddings have dim {retriever.dim}, the model "
+                f"was built for knowledge_dim={cfg.knowledge_dim}"
+            )
+        if cfg.knowledge_encoder not in (None, retriever.encoder_name):
+            raise KnowledgeBaseError(
+                f"knowledge base uses encoder {retriever.encoder_name!r}, the "
+                f"model was trained with {cfg.knowledge_encoder!r}"
+            )
+        cfg.knowledge_encoder = retriever.encoder_name
+        if cfg.baseline != "llava":
+            self.augmentation.attach(retriever, self.llm.get_input_embeddings().weight.device)
+
+    # ---- image path --------------------------------------------------------------------------
+    def encode_images(self, pixel_values: torch.Tensor) -> MultiLevelFeatures:
+        """(B, 3, S, S) -> tower features; cache these when the tower is frozen."""
+        return self.vision(pixel_values)
+
+    def visual_tokens(
+        self,
+        features: MultiLevelFeatures,
+        question_embeds: torch.Tensor | None = None,
+        align_targets: dict[str, torch.Tensor] | None = None,
+    ) -> VisualTokens:
+        """Features -> LLM-width image tokens, through augmentation, experts and fusion."""
+        if self.config.baseline == "llava":
+            return VisualTokens(self.projector(features.last))
+        batch = features.batch_size
+        q = (
+            question_embeds
+            if question_embeds is not None
+            else self.default_question.expand(batch, -1)
+        )
+        q = q.to(self.default_question.dtype)  # (B, Dk)
+        aug = self.augmentation(features.levels, q, align_targets)
+        exp = self.experts(aug.tokens, q)
+        retrieved = {lv: (r.ids, r.scores) for lv, r in aug.retrieved.items()}
+        return VisualTokens(
+            self.fusion(exp.tokens), exp.router_weights, retrieved, aug.align_loss, exp.balance_loss
+        )
+
+    def _embed(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None,
+        features: MultiLevelFeatures | None,
+        question_embeds: torch.Tensor | None,
+        align_targets: dict[str, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, VisualTokens | None]:
+        embeds = self.get_input_embeddings()(input_ids)  # (B, T, D_llm)
+        if features is None and pixel_values is not None:
+            features = self.encode_images(pixel_values)
+        if features is None:
+            return embeds, None
+        visual = self.visual_tokens(features, question_embeds, align_targets)
+        mask = input_ids == self.config.image_token_id  # (B, T)
+        return splice_image_tokens(embeds, mask, visual.tokens), visual
+
+    @staticmethod
+    def _position_ids(attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
+        """Positions that skip left padding, so padded and unpadded prompts decode the same."""
+        if attention_mask is None:
+            return None
+        pos = attention_mask.long().cumsum(-1) - 1  # (B, T_total)
+        return pos.clamp(min=0)[:, -length:]
+
+    # ---- forward -----------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        features: MultiLevelFeatures | None = None,
+        question_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        align_targets: dict[str, torch.Tensor] | None = None,
+        past_key_values: object | None = None,
+        use_cache: bool | None = None,
+    ) -> GeoStrataOutput:
+        embeds, visual = self._embed(
+            input_ids, pixel_values, features, question_embeds, align_targets
+        )
+        out = self.llm(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=self._position_ids(attention_mask, embeds.shape[1]),
+            cache=past_key_values,
+            use_cache=use_cache,
+        )
+        result = GeoStrataOutput(logits=out.logits, past_key_values=out.cache)
+        if visual is not None:
+            result.router_weights = visual.router_weights
+            result.retrieved = None if self.config.baseline == "llava" else visual.retrieved
+            result.align_loss, result.balance_loss = visual.align_loss, visual.balance_loss
+        if labels is not None:
+            result.lm_loss = self._lm_loss(out.logits, labels)
+            result.loss = self._total_loss(result)
+        return result
+
+    @staticmethod
+    def _lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy on answer tokens only (labels -100 elsewhere)."""
+        shift_logits = logits[:, :-1].float()  # (B, T-1, V)
+        shift_labels = labels[:, 1:].to(logits.device)  # (B, T-1)
+        return F.cross_entropy(
+            shift_logits.reshape(-1, shift_logits.shape[-1]),
+            shift_labels.reshape(-1),
+            ignore_index=-100,
+        )
+
+    def _total_loss(self, out: GeoStrataOutput) -> torch.Tensor:
+        loss = out.lm_loss
+        if out.align_loss is not None and self.config.lambda_align > 0:
+            loss = loss + self.config.lambda_align * out.align_loss
+        if out.balance_loss is not None and self.config.lambda_balance > 0:
+            loss = loss + self.config.lambda_balance * out.balance_loss
+        return loss
+
+    # ---- inference ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        features: MultiLevelFeatures | None = None,
+        question_embeds: torch.Tensor | None = None,
+        max_new_tokens: int = 8,
+        do_sample: bool = False,
+        **kwargs: object,
+    ) -> torch.Tensor:
+        """Greedy/sampled decoding with KV cache from spliced inputs_embeds -> new ids (B, n)."""
+        embeds, _ = self._embed(input_ids, pixel_values, features, question_embeds, None)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        text = self.config.text_config
+        return self.llm.generate(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            pad_token_id=text.pad_token_id,
+            eos_token_id=text.eos_token_id,
+            bos_token_id=text.bos_token_id,
+            **kwargs,
+        )
+
+    @torch.no_grad()
+    def score_candidates(
+        self, batch: dict[str, torch.Tensor], candidates: list[str], tokenizer: object
+    ) -> torch.Tensor:
+        """Sum log-prob of each candidate's tokens (and </s>) after each prompt: (B, C).
+
+        `batch` is a processor output without answers (left-padded prompts). The image path runs
+        once; only the LLM runs per candidate.
+        """
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        features = batch.get("features")
+        if features is None:
+            features = self.encode_images(batch["pixel_values"])
+        visual = self.visual_tokens(features, batch.get("question_embeds"))
+        prompt = splice_image_tokens(
+            self.get_input_embeddings()(ids), ids == self.config.image_token_id, visual.tokens
+        )  # (B, T, D)
+        scores = [self._candidate_logprob(prompt, mask, c, tokenizer) for c in candidates]
+        return torch.stack(scores, dim=1)  # (B, C)
+
+    def _candidate_logprob(
+        self, prompt: torch.Tensor, mask: torch.Tensor, candidate: str, tokenizer: object
+    ) -> torch.Tensor:
+        cand = tokenizer(candidate, add_special_tokens=False)["input_ids"] + [
+            tokenizer.eos_token_id
+        ]
+        b, t = prompt.shape[:2]
+        cand_ids = torch.tensor(cand, device=prompt.device).expand(b, -1)  # (B, Lc)
+        embeds = torch.cat([prompt, self.get_input_embeddings()(cand_ids)], dim=1)  # (B, T+Lc, D)
+        full_mask = torch.cat([mask, torch.ones_like(cand_ids)], dim=1)
+        logits = self.llm(
+            inputs_embeds=embeds,
+            attention_mask=full_mask,
+            position_ids=self._position_ids(full_mask, embeds.shape[1]),
+        ).logits
+        logp = torch.log_softmax(logits[:, t - 1 : -1].float(), dim=-1)  # (B, Lc, V), predicts cand
+        return logp.gather(-1, cand_ids.unsqueeze(-1)).squeeze(-1).sum(-1)  # (B,)
+
+
+def count_parameters(config: GeoStrataConfig) -> dict[str, object]:
+    """Trainable / frozen parameter counts from the config alone (built on the meta device)."""
+    with torch.device("meta"):
+        model = GeoStrataForConditionalGeneration(config)
+    counts: dict[str, object] = {"trainable": 0, "frozen": 0, "components": {}}
+    for name, param in model.named_parameters():
+        kind = "trainable" if param.requires_grad else "frozen"
+        comp = counts["components"].setdefault(name.split(".")[0], {"trainable": 0, "frozen": 0})
+        comp[kind] += param.numel()
+        counts[kind] += param.numel()
+    return counts

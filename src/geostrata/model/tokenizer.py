@@ -1,0 +1,50 @@
+"""A small BPE tokenizer trained locally (no hub download) for the tiny presets.
+
+Metaspace pre-tokenisation ("always" prepends the word marker) makes "forest" tokenise the same
+alone and after a space, so an answer tokenised on its own matches the answer inside a prompt; the
+closed-set scorer and the training labels rely on that. Printable ASCII is always in the alphabet,
+so unseen words split into characters instead of <unk>.
+"""
+
+from __future__ import annotations
+
+import string
+
+from transformers import PreTrainedTokenizerFast
+
+from geostrata.errors import ConfigError
+
+SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<s>", "</s>", "<unk>", "<image>")  # ids 0..4
+IMAGE_TOKEN = "<image>"
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = 2000) -> PreTrainedTokenizerFast:
+    """Train a BPE tokenizer on `texts`; special tokens <pad>=0 <s>=1 </s>=2 <unk>=3 <image>=4."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    alphabet = sorted(set(string.printable) - set(string.whitespace))
+    if vocab_size < len(SPECIAL_TOKENS) + len(alphabet) + 1:
+        raise ConfigError(
+            f"vocab_size={vocab_size}: too small for the special tokens and the "
+            f"{len(alphabet)}-character alphabet"
+        )
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=alphabet,
+        min_frequency=1,
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        extra_special_tokens=[IMAGE_TOKEN],
+    )

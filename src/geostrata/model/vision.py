@@ -1,0 +1,209 @@
+"""MultiLevelVisionEncoder: one token set per semantic level from a vision tower's hidden states.
+
+Remote-sensing semantics span scales, so each level reads the layer whose receptive field fits it:
+scene = a deep layer pooled globally, region = a middle layer pooled to a GxG grid, object = a
+shallower layer's patch tokens. With the EfficientNet tower the pyramid strides 32/16/8 play the
+same roles. The tower is frozen by default (no grad, eval mode) so its features can be cached.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geostrata.model.configuration import VisionLevelsConfig
+from geostrata.model.effnet import PYRAMID_CHANNELS, EfficientNetLite0, load_packaged_weights
+
+
+@dataclass
+class MultiLevelFeatures:
+    """Tower features of a batch: level -> (B, N_level, D_level), plus the last layer for llava."""
+
+    levels: dict[str, torch.Tensor] = field(default_factory=dict)
+    last: torch.Tensor | None = None  # (B, P, D_last) last-layer patch tokens
+
+    @property
+    def batch_size(self) -> int:
+        return (
+            self.last.shape[0]
+            if self.last is not None
+            else next(iter(self.levels.values())).shape[0]
+        )
+
+    def to(self, device: torch.device | str) -> MultiLevelFeatures:
+        last = None if self.last is None else self.last.to(device)
+        return MultiLevelFeatures({k: v.to(device) for k, v in self.levels.items()}, last)
+
+    def index(self, rows: slice | list[int] | torch.Tensor) -> MultiLevelFeatures:
+        """A sub-batch, e.g. one sample's features to cache on disk."""
+        last = None if self.last is None else self.last[rows]
+        return MultiLevelFeatures({k: v[rows] for k, v in self.levels.items()}, last)
+
+    @staticmethod
+    def cat(parts: list[MultiLevelFeatures]) -> MultiLevelFeatures:
+        """Concatenate cached sub-batches back into one batch."""
+        levels = {k: torch.cat([p.levels[k] for p in parts]) for k in parts[0].levels}
+        last = None if parts[0].last is None else torch.cat([p.last for p in parts])
+        return MultiLevelFeatures(levels, last)
+
+
+def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, N, D) square token set -> (B, D, g, g) map."""
+    b, n, d = tokens.shape
+    g = math.isqrt(n)
+    if g * g != n:
+        raise ValueError(f"cannot lay {n} tokens on a square grid")
+    return tokens.transpose(1, 2).reshape(b, d, g, g)
+
+
+def grid_to_tokens(grid: torch.Tensor) -> torch.Tensor:
+    """(B, D, h, w) -> (B, h*w, D)."""
+    return grid.flatten(2).transpose(1, 2)
+
+
+def fit_tokens(tokens: torch.Tensor, n: int) -> torch.Tensor:
+    """Resize a token set (B, N, D) to exactly n tokens.
+
+    Fewer wanted: average-pool (on the 2-D grid when both counts are squares, so pooled tokens stay
+    spatially compact). More wanted: repeat tokens (nearest), so a fixed image-token budget can be
+    met by a coarse level alone.
+    """
+    count = tokens.shape[1]
+    if count == n:
+        return tokens
+    if count > n and math.isqrt(count) ** 2 == count and math.isqrt(n) ** 2 == n:
+        return grid_to_tokens(F.adaptive_avg_pool2d(tokens_to_grid(tokens), math.isqrt(n)))
+    mode = "nearest" if count < n else "area"
+    return F.interpolate(tokens.transpose(1, 2), size=n, mode=mode).transpose(1, 2)  # (B, n, D)
+
+
+def _local_path(name: str | None) -> str | None:
+    """A local folder, or a hub name already in the local cache; else None (never downloads)."""
+    if name is None:
+        return None
+    if Path(name).is_dir():
+        return name
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception:  # noqa: BLE001 - any hub-cache failure means "not available"
+        return None
+    return name if isinstance(cached, str) else None
+
+
+def _under_meta_device() -> bool:
+    """True inside `with torch.device("meta")` (from_pretrained, count_parameters)."""
+    return torch.empty(0).device.type == "meta"
+
+
+class MultiLevelVisionEncoder(nn.Module):
+    """An HF vision tower (CLIP, SigLIP, ...) or EfficientNet-Lite0 -> MultiLevelFeatures."""
+
+    def __init__(self, config: VisionLevelsConfig) -> None:
+        super().__init__()
+        self.config = config
+        if config.tower == "effnet_lite0":
+            self.tower: nn.Module = EfficientNetLite0()
+            self.feature_dims = {
+                "scene": PYRAMID_CHANNELS[32],
+                "region": PYRAMID_CHANNELS[16],
+                "object": PYRAMID_CHANNELS[8],
+            }
+            self.last_dim = PYRAMID_CHANNELS[32]
+        else:
+            self.tower = self._build_hf_tower(config)
+            width = config.vision_config["hidden_size"]
+            self.feature_dims = {lv: width for lv in ("scene", "region", "object")}
+            self.last_dim = width
+        if config.freeze:
+            self.tower.requires_grad_(False)
+
+    @staticmethod
+    def _build_hf_tower(config: VisionLevelsConfig) -> nn.Module:
+        from transformers import AutoConfig, AutoModel
+
+        vc = dict(config.vision_config)
+        tower_config = AutoConfig.for_model(vc.pop("model_type"), **vc)
+        tower = AutoModel.from_config(tower_config)
+        inner = getattr(tower, "vision_model", tower)
+        for unused in ("post_layernorm", "head"):  # we read hidden_states, never the pooled output
+            module = getattr(inner, unused, None)
+            if isinstance(module, nn.Module):
+                module.requires_grad_(False)
+        return tower
+
+    def load_pretrained(self) -> None:
+        """Load tower weights: packaged EfficientNet, or an HF name/path when present locally."""
+        if _under_meta_device():
+            return
+        if self.config.tower == "effnet_lite0":
+            load_packaged_weights(self.tower)
+            return
+        path = _local_path(self.config.pretrained)
+        if path is not None:
+            from transformers import AutoModel
+
+            loaded = AutoModel.from_pretrained(path)
+            vision = getattr(loaded, "vision_model", None)  # full CLIP/SigLIP: keep the image half
+            state = (vision or loaded).state_dict()
+            own = self.tower.vision_model if hasattr(self.tower, "vision_model") else self.tower
+            own.load_state_dict(state, strict=False)
+
+    def train(self, mode: bool = True) -> MultiLevelVisionEncoder:
+        """A frozen tower stays in eval mode (dropout / BatchNorm statistics untouched)."""
+        super().train(mode)
+        if self.config.freeze:
+            self.tower.eval()
+        return self
+
+    def forward(self, pixel_values: torch.Tensor) -> MultiLevelFeatures:
+        """(B, 3, S, S) -> MultiLevelFeatures."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze):
+            if self.config.tower == "effnet_lite0":
+                return self._effnet_levels(pixel_values)
+            return self._hf_levels(pixel_values)
+
+    def _hf_levels(self, pixel_values: torch.Tensor) -> MultiLevelFeatures:
+        out = self.tower(pixel_values=pixel_values, output_hidden_states=True)
+        states = out.hidden_states  # num_layers + 1 tensors of (B, [CLS] + P, Dv)
+        cfg = self.config
+
+        def patches(index: int) -> torch.Tensor:
+            h = states[index]
+            has_cls = math.isqrt(h.shape[1] - 1) ** 2 == h.shape[1] - 1
+            return h[:, 1:] if has_cls else h  # (B, P, Dv), a square grid of patches
+
+        raw = {
+            "scene": patches(cfg.scene_layer),
+            "region": patches(cfg.region_layer),
+            "object": patches(cfg.object_layer),
+        }
+        return MultiLevelFeatures(self._pool_levels(raw), last=patches(-1))
+
+    def _effnet_levels(self, pixel_values: torch.Tensor) -> MultiLevelFeatures:
+        pyr = self.tower.pyramid(pixel_values)
+        raw = {
+            "scene": grid_to_tokens(pyr.stride32),
+            "region": grid_to_tokens(pyr.stride16),
+            "object": grid_to_tokens(pyr.stride8),
+        }
+        return MultiLevelFeatures(self._pool_levels(raw), last=raw["scene"])
+
+    def _pool_levels(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        cfg, levels = self.config, {}
+        if "scene" in cfg.levels:
+            levels["scene"] = raw["scene"].mean(dim=1, keepdim=True)  # (B, 1, D)
+        if "region" in cfg.levels:
+            levels["region"] = fit_tokens(raw["region"], cfg.region_grid**2)  # (B, G*G, D)
+        if "object" in cfg.levels:
+            obj = raw["object"]  # (B, P, D)
+            if cfg.object_max_tokens is not None and obj.shape[1] > cfg.object_max_tokens:
+                obj = fit_tokens(obj, cfg.object_max_tokens)
+            levels["object"] = obj
+        return levels

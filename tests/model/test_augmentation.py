@@ -1,0 +1,131 @@
+"""Semantic Augmentation Module: retrieval per level, differentiable scores, k=0, alignment loss."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from geostrata.errors import KnowledgeBaseError
+from geostrata.model.augmentation import SemanticAugmentation
+from geostrata.model.configuration import AugmentationConfig
+
+from .conftest import DIM, N_ENTRIES
+
+LEVELS = ["scene", "region", "object"]
+
+
+def _module(retriever, seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = AugmentationConfig(
+        levels=LEVELS,
+        in_dims={lv: 12 for lv in LEVELS},
+        hidden_size=8,
+        knowledge_dim=DIM,
+        num_heads=2,
+        **kw,
+    )
+    module = SemanticAugmentation(cfg)
+    module.attach(retriever, torch.device("cpu"))
+    return module
+
+
+def _inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    feats = {
+        "scene": torch.randn(2, 1, 12, generator=g),
+        "region": torch.randn(2, 4, 12, generator=g),
+        "object": torch.randn(2, 6, 12, generator=g),
+    }
+    q = F.normalize(torch.randn(2, DIM, generator=g), dim=-1)
+    return feats, q
+
+
+def test_retrieval_queries_each_level_and_returns_its_entries(retriever):
+    module = _module(retriever, top_k=3)
+    feats, q = _inputs()
+    out = module(feats, q)
+    assert [c[0] for c in retriever.calls] == LEVELS
+    for level, k, queries in retriever.calls:
+        assert k == 3 and queries.shape == (2, DIM)
+        assert np.allclose(np.linalg.norm(queries, axis=1), 1.0, atol=1e-5)  # r_l is normalised
+        ids = out.retrieved[level].ids
+        assert all(i.startswith(f"{level}:") for row in ids for i in row)
+        assert out.tokens[level].shape == feats[level].shape[:2] + (8,)
+
+
+def test_scores_are_recomputed_differentiably(retriever):
+    module = _module(retriever, top_k=2)
+    feats, q = _inputs()
+    out = module(feats, q)
+    scene = out.retrieved["scene"]
+    level, _, queries = retriever.calls[0]
+    idx = [int(i.split(":")[1]) for i in scene.ids[0]]
+    expected = queries[0] @ retriever.emb[level][idx].T
+    assert np.allclose(scene.scores[0].detach().numpy(), expected, atol=1e-5)
+    assert scene.scores.requires_grad
+    scene.scores.sum().backward()
+    assert module.levels["scene"].query.weight.grad.abs().sum() > 0
+
+
+def test_cues_change_tokens_and_gate_starts_small(retriever):
+    module = _module(retriever, top_k=3)
+    feats, q = _inputs()
+    out = module(feats, q)
+    projected = module.levels["object"].input_proj(feats["object"])
+    delta = (out.tokens["object"] - projected).abs()
+    assert delta.max() > 0  # gate is non-zero at init
+    assert 0 < torch.tanh(module.levels["object"].gate).item() < 0.5
+
+
+def test_k_zero_equals_retrieval_off_exactly(retriever):
+    off = _module(retriever, seed=1, retrieval=False)
+    k0 = _module(retriever, seed=1, top_k=0)
+    assert set(off.state_dict()) == set(k0.state_dict())
+    k0.load_state_dict(off.state_dict())
+    feats, q = _inputs()
+    a, b = off(feats, q), k0(feats, q)
+    for level in LEVELS:
+        assert torch.equal(a.tokens[level], b.tokens[level])
+    assert a.retrieved == {} and b.retrieved == {}
+    assert retriever.calls == []  # nothing searched
+
+
+def test_retrieval_off_has_fewer_parameters(retriever):
+    on = {n for n, _ in _module(retriever).named_parameters()}
+    off = {n for n, _ in _module(retriever, retrieval=False).named_parameters()}
+    assert off < on and any("query" in n for n in on - off)
+
+
+def test_alignment_loss_matches_soft_label_cross_entropy(retriever):
+    module = _module(retriever, retrieval=False, align_temperature=0.5)
+    feats, q = _inputs()
+    target = torch.zeros(2, N_ENTRIES["scene"])
+    target[0, 3], target[0, 5] = 1.0, 3.0  # soft label on row 0; row 1 unlabelled
+    out = module(feats, q, {"scene": target})
+    lvl = module.levels["scene"]
+    a = F.normalize(lvl.align_proj(lvl.input_proj(feats["scene"]).mean(1)[:1]), dim=-1)
+    logits = a @ torch.from_numpy(retriever.emb["scene"]).T / 0.5
+    expected = -(
+        torch.tensor(
+            [[0.25 if i == 3 else 0.75 if i == 5 else 0.0 for i in range(N_ENTRIES["scene"])]]
+        )
+        * logits.log_softmax(-1)
+    ).sum()
+    assert torch.allclose(out.align_loss, expected, atol=1e-5)
+
+
+def test_alignment_loss_skips_unlabelled_levels(retriever):
+    module = _module(retriever, retrieval=False)
+    feats, q = _inputs()
+    assert module(feats, q, {"scene": torch.zeros(2, N_ENTRIES["scene"])}).align_loss is None
+    assert module(feats, q).align_loss is None
+
+
+def test_retrieval_without_knowledge_base_fails_clearly():
+    torch.manual_seed(0)
+    cfg = AugmentationConfig(
+        levels=["scene"], in_dims={"scene": 12}, hidden_size=8, knowledge_dim=DIM, num_heads=2
+    )
+    feats, q = _inputs()
+    with pytest.raises(KnowledgeBaseError, match="attach_knowledge"):
+        SemanticAugmentation(cfg)({"scene": feats["scene"]}, q)

@@ -1,0 +1,76 @@
+"""Vision: EfficientNet-Lite0 packaged weights, level shapes, frozen tower."""
+
+import torch
+
+from geostrata.model.configuration import VisionLevelsConfig
+from geostrata.model.effnet import EfficientNetLite0, load_packaged_weights, packaged_weights_path
+from geostrata.model.vision import MultiLevelFeatures, MultiLevelVisionEncoder, fit_tokens
+
+
+def test_effnet_loads_packaged_weights_exactly():
+    net = EfficientNetLite0()
+    load_packaged_weights(net)  # raises on any missing / unexpected key
+    state = torch.load(packaged_weights_path(), map_location="cpu", weights_only=True)
+    assert set(state) == set(net.state_dict())
+    for key in ("_conv_stem.weight", "_blocks.7._depthwise_conv.weight", "_fc.bias"):
+        assert torch.equal(net.state_dict()[key], state[key])
+
+
+def test_effnet_encoder_levels_and_freezing():
+    enc = MultiLevelVisionEncoder(VisionLevelsConfig(tower="effnet_lite0", region_grid=2))
+    enc.load_pretrained()
+    enc.train()
+    assert not enc.tower.training  # frozen tower stays in eval mode
+    assert all(not p.requires_grad for p in enc.parameters())
+    feats = enc(torch.randn(2, 3, 96, 96))
+    assert feats.levels["scene"].shape == (2, 1, 1280)
+    assert feats.levels["region"].shape == (2, 4, 112)
+    assert feats.levels["object"].shape == (2, 144, 40)  # stride 8 at 96 px: 12 x 12
+    assert feats.last.shape == (2, 9, 1280)
+    assert not feats.levels["scene"].requires_grad
+
+
+def _clip_levels(**kw):
+    vc = {
+        "model_type": "clip_vision_model",
+        "image_size": 32,
+        "patch_size": 8,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 2,
+    }
+    return VisionLevelsConfig(tower="hf", vision_config=vc, **kw)
+
+
+def test_hf_tower_levels_read_the_configured_layers():
+    torch.manual_seed(0)
+    enc = MultiLevelVisionEncoder(_clip_levels(object_max_tokens=4, freeze=False)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    feats = enc(x)
+    assert feats.levels["scene"].shape == (2, 1, 32)
+    assert feats.levels["region"].shape == (2, 4, 32)
+    assert feats.levels["object"].shape == (2, 4, 32)
+    states = enc.tower(pixel_values=x, output_hidden_states=True).hidden_states
+    assert torch.allclose(feats.levels["scene"], states[-1][:, 1:].mean(1, keepdim=True))
+    assert torch.allclose(feats.last, states[-1][:, 1:])  # CLS dropped
+    assert feats.levels["scene"].requires_grad  # trainable tower when not frozen
+
+
+def test_levels_subset_computes_only_those():
+    enc = MultiLevelVisionEncoder(_clip_levels(levels=["region"]))
+    feats = enc(torch.randn(1, 3, 32, 32))
+    assert set(feats.levels) == {"region"}
+
+
+def test_fit_tokens_pools_and_repeats():
+    x = torch.arange(16.0).view(1, 16, 1)
+    pooled = fit_tokens(x, 4)  # 4x4 grid -> 2x2 grid means
+    assert pooled.flatten().tolist() == [2.5, 4.5, 10.5, 12.5]
+    assert fit_tokens(x[:, :1], 3).flatten().tolist() == [0.0, 0.0, 0.0]
+
+
+def test_features_index_and_cat_round_trip():
+    f = MultiLevelFeatures({"scene": torch.randn(3, 1, 4)}, torch.randn(3, 2, 4))
+    back = MultiLevelFeatures.cat([f.index(slice(0, 1)), f.index(slice(1, 3))])
+    assert torch.equal(back.levels["scene"], f.levels["scene"]) and torch.equal(back.last, f.last)
