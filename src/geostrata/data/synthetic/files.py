@@ -1,0 +1,124 @@
+"""The on-disk formats of a synthesized benchmark: writing them and reading the annotations back.
+
+Layout under the output folder (the shared data contract):
+meta.json, images/{id}.png, scenes/{scene}/{id}.png (hard links), splits/{split}.txt,
+annotations/{split}.jsonl, rsvqa/SYN_split_{split}_{questions,answers,images}.json,
+instruct/{split}.json (LLaVA/GeoChat conversations).
+"""
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from geostrata.data.synthetic.questions import Question
+from geostrata.errors import AnnotationError, DatasetNotFoundError
+
+GENERATOR = "geostrata.synthetic"
+VERSION = 1
+OUTPUTS = ("images", "scenes", "splits", "annotations", "rsvqa", "instruct")
+CAPTION_PROMPT = "Describe this image in one sentence."
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What the writer keeps of one generated image: its annotation and its questions."""
+
+    annotation: dict
+    questions: list[Question]
+
+
+def write_json(path: Path, obj: object, indent: int | None = None) -> None:
+    """Write JSON atomically (temp file + rename), so a crash never leaves half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=indent))
+    os.replace(tmp, path)
+
+
+def link_scene(root: Path, scene: str, image_id: int) -> str:
+    """Hard-link images/{id}.png into scenes/{scene}/ (copy where links fail); returns its path."""
+    rel = f"scenes/{scene}/{image_id}.png"
+    target = root / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        target.unlink()
+    try:
+        os.link(root / "images" / f"{image_id}.png", target)
+    except OSError:
+        shutil.copyfile(root / "images" / f"{image_id}.png", target)
+    return rel
+
+
+def write_split(root: Path, split: str, records: list[ImageRecord], first_qid: int) -> int:
+    """Write one split in every format; question ids continue from first_qid. Returns next id."""
+    rels = [link_scene(root, r.annotation["scene"], r.annotation["id"]) for r in records]
+    (root / "splits" / f"{split}.txt").write_text("".join(f"{rel}\n" for rel in rels))
+    lines = [json.dumps(r.annotation, ensure_ascii=False) for r in records]
+    (root / "annotations" / f"{split}.jsonl").write_text("".join(f"{ln}\n" for ln in lines))
+    images, questions, answers, instruct = [], [], [], []
+    qid = first_qid
+    for r in records:
+        img_id, qids = r.annotation["id"], []
+        for q in r.questions:
+            questions.append({"id": qid, "img_id": img_id, "type": q.qtype,
+                              "question": q.question, "answers_ids": [qid], "active": True,
+                              "level": q.level})  # fmt: skip
+            answers.append({"id": qid, "question_id": qid, "answer": q.answer, "active": True})
+            qids.append(qid)
+            qid += 1
+        images.append({"id": img_id, "active": True, "questions_ids": qids})
+        instruct.append(_conversation(r))
+    prefix = root / "rsvqa" / f"SYN_split_{split}"
+    write_json(Path(f"{prefix}_questions.json"), {"questions": questions})
+    write_json(Path(f"{prefix}_answers.json"), {"answers": answers})
+    write_json(Path(f"{prefix}_images.json"), {"images": images})
+    write_json(root / "instruct" / f"{split}.json", instruct)
+    return qid
+
+
+def _conversation(record: ImageRecord) -> dict:
+    """LLaVA/GeoChat form: the questions as turns, then a caption request as the last turn."""
+    turns = []
+    pairs = [(q.question, q.answer) for q in record.questions]
+    pairs.append((CAPTION_PROMPT, record.annotation["caption"]))
+    for i, (question, answer) in enumerate(pairs):
+        prompt = f"<image>\n{question}" if i == 0 else question
+        turns += [{"from": "human", "value": prompt}, {"from": "gpt", "value": answer}]
+    ann = record.annotation
+    return {"id": str(ann["id"]), "image": ann["image"], "conversations": turns}
+
+
+def load_meta(root: str | Path) -> dict:
+    """Read DIR/meta.json of a synthesized benchmark."""
+    path = Path(root) / "meta.json"
+    if not path.is_file():
+        raise DatasetNotFoundError(f"{path} not found: is {root} a `geostrata data synth` output?")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise AnnotationError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+    if meta.get("generator") != GENERATOR:
+        raise AnnotationError(f"{path}: key 'generator' is {meta.get('generator')!r}, "
+                              f"expected {GENERATOR!r}")  # fmt: skip
+    return meta
+
+
+def load_annotations(root: str | Path, split: str) -> dict[int, dict]:
+    """Read DIR/annotations/{split}.jsonl into {image id: annotation}."""
+    path = Path(root) / "annotations" / f"{split}.jsonl"
+    if not path.is_file():
+        raise DatasetNotFoundError(f"{path} not found (split {split!r} of {root})")
+    out: dict[int, dict] = {}
+    for lineno, text in enumerate(path.read_text().splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            ann = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise AnnotationError(f"{path}:{lineno}: invalid JSON: {e.msg}") from e
+        for key in ("id", "image", "scene", "regions", "objects", "attributes", "caption"):
+            if key not in ann:
+                raise AnnotationError(f"{path}:{lineno}: missing key {key!r}")
+        out[int(ann["id"])] = ann
+    return out
