@@ -1,0 +1,499 @@
+"""One explicit training loop on HF Accelerate, with checkpoints and exact resume.
+
+The same code runs on CPU, one GPU, or N processes under ``torchrun`` / ``accelerate launch``.
+What makes resume exact (bit-identical on the same hardware):
+
+* the data order is a pure function of (seed, epoch): an endless stream of seeded permutations,
+  cut into per-process micro-batches, so a resumed run starts at the very next sample;
+* the checkpoint stores weights, optimizer, scheduler, grad scaler, and every process's python /
+  numpy / torch RNG states, taken at an optimizer-step boundary;
+* nothing in the loop draws from the global RNGs except the model itself (no DataLoader seeding).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object, send_to_device, set_seed
+from torch.utils.data import default_collate
+
+from geostrata.errors import CheckpointError, ConfigError
+from geostrata.train.checkpoint import (
+    capture_rng_state,
+    checkpoint_dir_name,
+    latest_checkpoint,
+    load_checkpoint,
+    load_safetensors_weights,
+    restore_rng_state,
+    save_checkpoint,
+)
+from geostrata.train.config import TrainConfig
+
+HISTORY_FILE = "history.jsonl"
+
+
+@dataclass
+class StepInfo:
+    """Passed to ``on_step`` after each optimizer step (and after its checkpoint, if any)."""
+
+    step: int
+    epoch: int
+    loss: float  # this process's mean micro-batch loss
+    lr: float  # the learning rate this step used
+    checkpoint: Path | None  # the checkpoint written at this step, if one was
+
+
+@dataclass
+class TrainResult:
+    """What a call to :func:`train` did."""
+
+    final_step: int
+    history: list[dict[str, float]]  # every logged step of the run, earlier calls included
+    wall_time_s: float  # this call only
+    samples_per_s: float  # global samples per second over this call
+    checkpoint: Path | None  # the last checkpoint written or resumed from
+
+
+@dataclass
+class _Progress:
+    """Mutable position of the run; everything :func:`train` must restore on resume."""
+
+    dataset_len: int
+    step: int = 0
+    samples_seen: int = 0  # global position in the sample stream (all processes)
+    last_checkpoint: Path | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class SeededSampleStream:
+    """Endless per-process micro-batches of dataset indices.
+
+    Global stream position ``g`` holds ``perm(seed, g // N)[g % N]``; micro-batch ``m`` covers
+    positions ``[m*B*P, (m+1)*B*P)`` and process ``p`` takes its ``p``-th slice of ``B``. Starting
+    at any ``start`` position reproduces the uninterrupted order exactly.
+    """
+
+    def __init__(
+        self,
+        dataset_len: int,
+        batch_size: int,
+        seed: int,
+        start: int = 0,
+        num_processes: int = 1,
+        process_index: int = 0,
+    ) -> None:
+        if dataset_len <= 0:
+            raise ConfigError("cannot train on an empty dataset (length 0)")
+        self.n, self.batch_size, self.seed = dataset_len, batch_size, seed
+        self.position = start
+        self.num_processes, self.process_index = num_processes, process_index
+        self._epoch, self._perm = -1, np.empty(0, dtype=np.int64)
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def _index(self, g: int) -> int:
+        epoch = g // self.n
+        if epoch != self._epoch:
+            self._epoch, self._perm = epoch, self.permutation(epoch)
+        return int(self._perm[g % self.n])
+
+    def __iter__(self) -> Iterator[list[int]]:
+        while True:
+            first = self.position + self.process_index * self.batch_size
+            yield [self._index(g) for g in range(first, first + self.batch_size)]
+            self.position += self.batch_size * self.num_processes
+
+
+def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    """An Accelerator for ``cfg``; mixed precision only where there is a GPU to use it.
+
+    Without a GPU, ``cpu=True`` lets ``torchrun`` / ``accelerate launch`` give N CPU processes
+    (gloo); Accelerate would otherwise run each of them as an independent single process.
+    """
+    gpu = torch.cuda.is_available()
+    return Accelerator(
+        gradient_accumulation_steps=cfg.grad_accum,
+        mixed_precision=cfg.mixed_precision if gpu else "no",
+        cpu=not gpu,
+    )
+
+
+def build_optimizer(
+    named_params: Sequence[tuple[str, torch.nn.Parameter]], cfg: TrainConfig
+) -> torch.optim.AdamW:
+    """AdamW; matrices decay, biases and norm gains (ndim < 2) do not (the usual GPT recipe)."""
+    decay = [p for _, p in named_params if p.ndim >= 2]
+    no_decay = [p for _, p in named_params if p.ndim < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to ``lr``, then cosine down to ``min_lr_ratio * lr`` at ``max_steps``."""
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    return get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer,
+        num_warmup_steps=cfg.warmup_steps,
+        num_training_steps=cfg.max_steps,
+        min_lr_rate=cfg.min_lr_ratio,
+    )
+
+
+@dataclass
+class _Run:
+    """The objects one training run threads through its helpers."""
+
+    cfg: TrainConfig
+    accelerator: Accelerator
+    model: torch.nn.Module  # as returned by ``accelerator.prepare``
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    named: list[tuple[str, torch.nn.Parameter]]  # the trainable parameters, in model order
+
+    @property
+    def samples_per_step(self) -> int:
+        return self.cfg.batch_size * self.cfg.grad_accum * self.accelerator.num_processes
+
+
+@dataclass
+class _StepStats:
+    """What one optimizer step measured, before any cross-process reduction."""
+
+    losses: torch.Tensor  # (grad_accum,) detached micro-batch losses
+    parts: dict[str, torch.Tensor]  # other ``*_loss`` outputs, averaged over micro-batches
+    grad_norm: float | None  # before clipping; None when clipping is off
+    lr: float  # the learning rate the step used
+
+
+def train(
+    model: torch.nn.Module,
+    dataset: Any,
+    collate_fn: Callable[[list[Any]], dict[str, Any]] | None,
+    cfg: TrainConfig,
+    *,
+    params: Sequence[torch.nn.Parameter] | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+    accelerator: Accelerator | None = None,
+    resume: bool | str | Path = False,
+    show_progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` for ``cfg.max_steps`` optimizer steps; see the module docstring.
+
+    ``model(**batch)`` must return an object with ``.loss``; other scalar tensor attributes named
+    ``*_loss`` are logged too. ``params`` defaults to the parameters with ``requires_grad``.
+    ``resume=True`` continues from the newest checkpoint in ``cfg.output_dir`` (a fresh start if
+    there is none); a path resumes from that checkpoint. ``collate_fn=None`` uses torch's
+    ``default_collate``.
+    """
+    run = _prepare(model, cfg, params, accelerator or make_accelerator(cfg))
+    progress = _Progress(dataset_len=len(dataset))
+    _start_or_resume(run, resume, progress)
+    run.model.train()
+    stream = SeededSampleStream(
+        len(dataset), cfg.batch_size, cfg.seed, progress.samples_seen,
+        run.accelerator.num_processes, run.accelerator.process_index,
+    )
+    batches = _batches(dataset, stream, collate_fn or default_collate, run.accelerator.device)
+    start_step, t0 = progress.step, time.perf_counter()
+    show = show_progress and run.accelerator.is_main_process
+    with _ProgressBar(show, cfg.max_steps, start_step) as bar:
+        window = (t0, start_step)  # (time, step) when the current logging window opened
+        while progress.step < cfg.max_steps:
+            stats = _optimizer_step(run, batches)
+            progress.step += 1
+            progress.samples_seen += run.samples_per_step
+            if progress.step % cfg.log_every == 0 or progress.step == cfg.max_steps:
+                bar.update(_log(run, progress, stats, window))
+                window = (time.perf_counter(), progress.step)
+            saved = _save(run, progress) if _should_save(progress.step, cfg) else None
+            bar.advance()
+            if on_step is not None:
+                epoch = progress.samples_seen // progress.dataset_len
+                on_step(StepInfo(progress.step, epoch, float(stats.losses.mean()), stats.lr, saved))
+    wall = time.perf_counter() - t0
+    samples = (progress.step - start_step) * run.samples_per_step
+    run.accelerator.unwrap_model(run.model, keep_fp32_wrapper=False)  # drop the autocast wrapper
+    return TrainResult(progress.step, progress.history, wall, samples / max(wall, 1e-9),
+                       progress.last_checkpoint)
+
+
+def _prepare(
+    model: torch.nn.Module,
+    cfg: TrainConfig,
+    params: Sequence[torch.nn.Parameter] | None,
+    accelerator: Accelerator,
+) -> _Run:
+    steps = accelerator.gradient_accumulation_steps
+    if steps != cfg.grad_accum:
+        raise ConfigError(
+            f"the Accelerator accumulates over {steps} micro-batches but cfg.grad_accum is "
+            f"{cfg.grad_accum}; build it with "
+            f"Accelerator(gradient_accumulation_steps={cfg.grad_accum})"
+        )
+    named = _named_trainable(model, params)
+    optimizer = build_optimizer(named, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.step = 0  # Accelerate's micro-batch counter decides when gradients sync
+    return _Run(cfg, accelerator, model, optimizer, scheduler, named)
+
+
+def _named_trainable(
+    model: torch.nn.Module, params: Sequence[torch.nn.Parameter] | None
+) -> list[tuple[str, torch.nn.Parameter]]:
+    """(name, parameter) pairs in model order; names key the saved weights."""
+    all_named = list(model.named_parameters())
+    if params is None:
+        named = [(n, p) for n, p in all_named if p.requires_grad]
+    else:
+        wanted = {id(p) for p in params}
+        named = [(n, p) for n, p in all_named if id(p) in wanted]
+        if len(named) != len(wanted):
+            missing = len(wanted) - len(named)
+            raise ConfigError(f"{missing} of the given params are not parameters of the model")
+    if not named:
+        raise ConfigError("nothing to train: no parameter requires grad and none were given")
+    return named
+
+
+def _should_save(step: int, cfg: TrainConfig) -> bool:
+    return step == cfg.max_steps or (cfg.save_every > 0 and step % cfg.save_every == 0)
+
+
+def _batches(
+    dataset: Any, stream: SeededSampleStream, collate: Callable, device: torch.device
+) -> Iterator[dict[str, Any]]:
+    for indices in stream:
+        yield send_to_device(collate([dataset[i] for i in indices]), device)
+
+
+def _optimizer_step(run: _Run, batches: Iterator[dict[str, Any]]) -> _StepStats:
+    """``grad_accum`` forward/backward passes, then one clipped update and a scheduler step."""
+    acc, cfg = run.accelerator, run.cfg
+    lr = run.optimizer.param_groups[0]["lr"]
+    losses, parts, grad_norm = [], {}, None
+    for _ in range(cfg.grad_accum):
+        with acc.accumulate(run.model):
+            out = run.model(**next(batches))
+            acc.backward(out.loss)  # Accelerate divides by grad_accum
+            if acc.sync_gradients and cfg.max_grad_norm > 0:
+                params = [p for _, p in run.named]
+                grad_norm = float(acc.clip_grad_norm_(params, cfg.max_grad_norm))
+            run.optimizer.step()  # a no-op until the last micro-batch
+            run.optimizer.zero_grad(set_to_none=True)
+        losses.append(out.loss.detach().float())
+        for name, value in _named_losses(out).items():
+            parts[name] = parts.get(name, 0.0) + value / cfg.grad_accum
+    if not acc.sync_gradients:
+        raise RuntimeError("gradient accumulation fell out of step with the optimizer")
+    if not acc.optimizer_step_was_skipped:  # fp16 overflow skips the update
+        run.scheduler.step()
+    return _StepStats(torch.stack(losses), parts, grad_norm, lr)
+
+
+def _named_losses(out: Any) -> dict[str, torch.Tensor]:
+    """The scalar tensor attributes of a model output named ``*_loss``."""
+    if is_dataclass(out):
+        items = {f.name: getattr(out, f.name) for f in fields(out)}
+    elif isinstance(out, dict):
+        items = dict(out)
+    else:
+        items = dict(vars(out))
+    return {
+        k: v.detach().float()
+        for k, v in items.items()
+        if k.endswith("_loss") and isinstance(v, torch.Tensor) and v.numel() == 1
+    }
+
+
+def _log(
+    run: _Run, progress: _Progress, stats: _StepStats, window: tuple[float, int]
+) -> dict[str, float]:
+    """Average over processes, append to the history (and history.jsonl on the main process)."""
+    local = [stats.losses.mean(), *[v.reshape(()) for v in stats.parts.values()]]
+    values = run.accelerator.reduce(torch.stack(local), reduction="mean").tolist()  # (1 + n,)
+    elapsed = max(time.perf_counter() - window[0], 1e-9)
+    entry: dict[str, float] = {
+        "step": progress.step,
+        "epoch": progress.samples_seen / progress.dataset_len,
+        "loss": values[0],
+        "lr": stats.lr,
+        "samples_per_s": (progress.step - window[1]) * run.samples_per_step / elapsed,
+        **dict(zip(stats.parts, values[1:], strict=True)),
+    }
+    if stats.grad_norm is not None:
+        entry["grad_norm"] = stats.grad_norm
+    progress.history.append(entry)
+    if run.accelerator.is_main_process:
+        out_dir = Path(run.cfg.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(out_dir / HISTORY_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+    return entry
+
+
+def _start_or_resume(run: _Run, resume: bool | str | Path, progress: _Progress) -> None:
+    """Seed a fresh run, or restore everything a checkpoint holds into ``run`` and ``progress``."""
+    out_dir = run.cfg.output_dir
+    if resume is True:
+        path = latest_checkpoint(out_dir)
+    elif resume is False:
+        path = None
+        if latest_checkpoint(out_dir) is not None:
+            raise CheckpointError(
+                f"{out_dir} already holds checkpoints of another run; pass resume=True to "
+                "continue it or choose a new output_dir"
+            )
+    else:
+        path = Path(resume)
+    if path is None:
+        set_seed(run.cfg.seed, device_specific=True)
+    else:
+        _restore(run, path, progress)
+    progress.history = _rewind_history(run.accelerator, Path(out_dir), progress.step)
+
+
+def _restore(run: _Run, path: Path, progress: _Progress) -> None:
+    acc = run.accelerator
+    ckpt = load_checkpoint(path)
+    result = load_safetensors_weights(acc.unwrap_model(run.model), ckpt.weights_path, strict=False)
+    absent = sorted({n for n, _ in run.named} - set(result.loaded))
+    if absent or result.unexpected:
+        raise CheckpointError(
+            f"checkpoint {path} does not match the trainable parameters: not in the file "
+            f"{absent[:20]}, not in the model {result.unexpected[:20]}"
+        )
+    run.optimizer.load_state_dict(ckpt.load_state("optimizer"))
+    run.scheduler.load_state_dict(ckpt.load_state("scheduler"))
+    if acc.scaler is not None and ckpt.has_state("scaler"):
+        acc.scaler.load_state_dict(ckpt.load_state("scaler"))
+    rng = ckpt.trainer_state.get("rng") or []
+    if len(rng) != acc.num_processes:
+        acc.print(
+            f"warning: {path} was saved by {len(rng)} processes, now {acc.num_processes}; "
+            "random streams cannot continue exactly"
+        )
+    if rng:
+        restore_rng_state(rng[min(acc.process_index, len(rng) - 1)])
+    progress.step = ckpt.step
+    progress.samples_seen = int(ckpt.trainer_state["samples_seen"])
+    progress.last_checkpoint = path
+
+
+def _save(run: _Run, progress: _Progress) -> Path:
+    """Gather every process's RNG state; the main process writes; all wait for it."""
+    acc = run.accelerator
+    rng_states = gather_object([capture_rng_state()])  # one entry per process
+    path = Path(run.cfg.output_dir) / checkpoint_dir_name(progress.step)
+    if acc.is_main_process:
+        torch_states = {
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+        }
+        if acc.scaler is not None:
+            torch_states["scaler"] = acc.scaler.state_dict()
+        trainer_state = {
+            "samples_seen": progress.samples_seen,
+            "epoch": progress.samples_seen // progress.dataset_len,
+            "num_processes": acc.num_processes,
+            "rng": rng_states,
+            "config": run.cfg.to_dict(),
+        }
+        path = save_checkpoint(run.cfg.output_dir, progress.step, _weights(run), torch_states,
+                               trainer_state, run.cfg.keep_last)
+    acc.wait_for_everyone()
+    progress.last_checkpoint = path
+    return path
+
+
+def _weights(run: _Run) -> dict[str, torch.Tensor]:
+    """The trainable parameters plus persistent buffers (e.g. norm statistics), by name."""
+    unwrapped = run.accelerator.unwrap_model(run.model)
+    param_names = {n for n, _ in unwrapped.named_parameters(remove_duplicate=False)}
+    weights = {n: p.detach() for n, p in run.named}
+    for name, value in unwrapped.state_dict().items():
+        if name not in param_names:
+            weights[name] = value
+    return weights
+
+
+def _rewind_history(accelerator: Accelerator, out_dir: Path, step: int) -> list[dict[str, float]]:
+    """Keep the logged entries up to ``step`` (later ones will be recomputed) and rewrite the
+    file atomically, so history.jsonl reads as one uninterrupted run."""
+    path = out_dir / HISTORY_FILE
+    entries = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+            if isinstance(entry, dict) and entry.get("step", math.inf) <= step:
+                entries.append(entry)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and path.is_file():
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        tmp.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
+        os.replace(tmp, path)
+    accelerator.wait_for_everyone()
+    return entries
+
+
+class _ProgressBar:
+    """A rich bar with step, loss and samples/s; a silent stand-in when disabled."""
+
+    def __init__(self, enabled: bool, total: int, start: int) -> None:
+        self.enabled, self.total, self.start = enabled, total, start
+        self._bar: Any = None
+
+    def __enter__(self) -> _ProgressBar:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("step"), MofNCompleteColumn(), BarColumn(),
+                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[sps]} samples/s"),
+                TimeElapsedColumn(), TimeRemainingColumn(),
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task(
+                "train", total=self.total, completed=self.start, loss="-", sps="-"
+            )
+        return self
+
+    def update(self, entry: dict[str, float]) -> None:
+        if self._bar is not None:
+            loss, sps = f"{entry['loss']:.4f}", f"{entry['samples_per_s']:.1f}"
+            self._bar.update(self._task, loss=loss, sps=sps)
+
+    def advance(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
