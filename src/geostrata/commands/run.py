@@ -1,14 +1,123 @@
-"""Top-level verbs: demo, train, eval, ablate, chat, serve."""
+"""Top-level verbs: demo, train, eval, ablate. Thin: each calls one library function."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
+
+from geostrata.errors import GeoStrataError
 
 
 def register(app: typer.Typer) -> None:
     """Attach the top-level verbs to the root app."""
-    app.command()(demo)
+    for command in (demo, train, evaluate, ablate):
+        app.command(name=command.__name__ if command is not evaluate else "eval")(command)
 
 
-def demo() -> None:
-    """Run the whole pipeline end to end on the tiny preset (not complete yet: see README)."""
-    typer.echo("geostrata demo: the pipeline is being assembled; nothing to run yet.")
-    raise typer.Exit(1)
+def _fail(exc: Exception) -> typer.Exit:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    return typer.Exit(1)
+
+
+def _print_summary(title: str, summary: dict[str, float]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(key, f"{100 * value:.1f}%")
+    Console().print(table)
+
+
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for data, checkpoints and the report.")] = Path("runs/demo"),
+    quick: Annotated[bool, typer.Option("--quick", help="A few-minute profile (smaller data, fewer steps).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the benchmark and of training.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted demo run in OUT.")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. stage2.max_steps=200.")] = None,
+) -> None:
+    """Synthesize the benchmark, train the tiny model in both stages, evaluate, write the report."""
+    from geostrata.demo import run_demo
+
+    try:
+        result = run_demo(out, "quick" if quick else "default", seed, resume, extra=set_ or [])
+    except GeoStrataError as exc:
+        raise _fail(exc) from exc
+    _print_summary("GeoStrata demo (measured on the held-out split)", result.summary)
+    stages = ", ".join(f"{k} {v:.0f}s" for k, v in result.stage_wall_s.items())
+    typer.echo(f"wall time {result.wall_s:.0f}s ({stages})")
+    typer.echo(f"report: {result.report}")
+
+
+def train(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (see configs/experiments/).")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. model.top_k=8.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoints.")] = False,
+    evaluate_after: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate when done.")] = True,
+) -> None:
+    """Train both stages of an experiment (runs under accelerate launch / torchrun unchanged)."""
+    from geostrata.evaluate.suite import evaluate_session
+    from geostrata.train.experiment import ExperimentConfig
+    from geostrata.train.pipeline import run_experiment
+
+    try:
+        cfg = ExperimentConfig.from_yaml(config, set_ or [])
+        result = run_experiment(cfg, resume=resume)
+        typer.echo(f"model saved to {result.model_dir}")
+        if evaluate_after and result.session.task.eval:
+            metrics = evaluate_session(result.session, Path(cfg.output_dir) / "report")
+            _print_summary("evaluation", metrics.summary())
+            typer.echo(f"report: {metrics.report}")
+    except GeoStrataError as exc:
+        raise _fail(exc) from exc
+
+
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="A saved model folder (OUTPUT_DIR/model).")],
+    data: Annotated[Path | None, typer.Option(help="Data root (default: the training data).")] = None,
+    kind: Annotated[str | None, typer.Option(help="synthetic | rsvqa | folder | instruct | geochat_bench")] = None,
+    split: Annotated[str | None, typer.Option(help="Split name or file to evaluate.")] = None,
+    prefix: Annotated[str | None, typer.Option(help="RSVQA prefix: LR, USGS or SYN.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default MODEL_DIR/../report-eval).")] = None,
+) -> None:
+    """Evaluate a saved model: VQA per type and level (AA/OA, prior), scene classification."""
+    from geostrata.evaluate.suite import evaluate_session
+    from geostrata.train.pipeline import open_session
+
+    try:
+        overrides = {"root": data, "kind": kind, "eval_split": split, "prefix": prefix}
+        session = open_session(model_dir, {k: str(v) for k, v in overrides.items() if v is not None})
+        metrics = evaluate_session(session, out or model_dir.parent / "report-eval")
+    except GeoStrataError as exc:
+        raise _fail(exc) from exc
+    _print_summary("evaluation", metrics.summary())
+    typer.echo(f"report: {metrics.report}")
+
+
+def ablate(
+    out: Annotated[Path, typer.Option(help="Folder for all runs.")] = Path("runs/ablate"),
+    seeds: Annotated[int, typer.Option(help="Number of seeds (0..N-1).")] = 3,
+    quick: Annotated[bool, typer.Option("--quick", help="Use the quick demo profile.")] = False,
+    variant: Annotated[list[str] | None, typer.Option(help="Subset of variants (default: all).")] = None,
+    table: Annotated[Path | None, typer.Option(help="Also write the markdown table here.")] = None,
+) -> None:
+    """Full model vs no-retrieval vs no-experts vs single-level vs the LLaVA baseline."""
+    from geostrata.ablate import VARIANTS, markdown_table, run_ablation
+
+    chosen = variant or list(VARIANTS)
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        raise _fail(ValueError(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}"))
+    try:
+        result = run_ablation(out, chosen, list(range(seeds)), "quick" if quick else "default")
+    except GeoStrataError as exc:
+        raise _fail(exc) from exc
+    text = markdown_table(result)
+    typer.echo(text)
+    typer.echo(f"question-only prior: {result.prior}  wall time {result.wall_s:.0f}s")
+    if table is not None:
+        table.write_text(text + "\n", encoding="utf-8")

@@ -1,0 +1,129 @@
+"""Run a trained model over evaluation records: free-form VQA answers and scene classification.
+
+Scene classification is reported two ways: closed-set scoring (the summed log-probability of each
+class name given image and question, argmax) and free generation mapped to a class through the
+knowledge base's names and synonyms (an answer that maps to no class counts as wrong).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from geostrata.errors import KnowledgeBaseError
+from geostrata.evaluate.metrics import (
+    ClassificationMetrics,
+    VQAMetrics,
+    classification_metrics,
+    normalize_answer,
+    question_prior_accuracy,
+    vqa_accuracy,
+)
+from geostrata.train.samples import SCENE_QUESTION, scene_answer
+
+Collate = Callable[[Sequence[dict[str, Any]]], dict[str, Any]]
+
+
+@dataclass
+class VQAEvaluation:
+    metrics: VQAMetrics  # .prior holds the question-only baseline, so image use is visible
+    predictions: list[dict[str, Any]]  # each record with its "pred"
+
+
+@dataclass
+class SceneEvaluation:
+    closed_set: ClassificationMetrics
+    generation: ClassificationMetrics
+    classes: list[str]
+
+
+def _batches(records: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [records[i : i + size] for i in range(0, len(records), size)]
+
+
+def _model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    keys = ("input_ids", "attention_mask", "pixel_values", "features", "question_embeds")
+    return {k: batch[k].to(device) for k in keys if k in batch}
+
+
+@torch.no_grad()
+def generate_answers(model: Any, tokenizer: Any, collate: Collate, records: Sequence[dict[str, Any]],
+                     batch_size: int = 64, max_new_tokens: int = 8, show_progress: bool = True,
+                     description: str = "Answering") -> list[str]:
+    """Greedy answers for `records` (collate must build prompts without answers)."""
+    from rich.progress import track
+
+    model.eval()
+    device = next(model.parameters()).device
+    answers: list[str] = []
+    for chunk in track(_batches(records, batch_size), description=description, disable=not show_progress):
+        new_ids = model.generate(**_model_inputs(collate(chunk), device), max_new_tokens=max_new_tokens)
+        answers += [a.strip() for a in tokenizer.batch_decode(new_ids, skip_special_tokens=True)]
+    return answers
+
+
+def evaluate_vqa(model: Any, tokenizer: Any, collate: Collate, records: Sequence[dict[str, Any]],
+                 train_records: Sequence[dict[str, Any]], batch_size: int = 64,
+                 show_progress: bool = True) -> VQAEvaluation:
+    """Exact match after normalisation, per type and level, AA/OA, beside the question-only prior."""
+    preds = generate_answers(model, tokenizer, collate, records, batch_size, show_progress=show_progress)
+    rows = [{**r, "pred": p} for r, p in zip(records, preds, strict=True)]
+    metrics = vqa_accuracy(rows)
+    metrics.prior = question_prior_accuracy(list(train_records), list(records))
+    return VQAEvaluation(metrics, rows)
+
+
+@torch.no_grad()
+def evaluate_scenes(model: Any, tokenizer: Any, collate: Collate, images: Sequence[str],
+                    labels: Sequence[str], classes: Sequence[str], knowledge: Any = None,
+                    dataset: str | None = None, batch_size: int = 64,
+                    show_progress: bool = True) -> SceneEvaluation:
+    """Scene classification of `images` (paths) with true `labels`, both ways."""
+    records = [{"image_path": p, "question": SCENE_QUESTION, "answer": ""} for p in images]
+    names = [scene_answer(c) for c in classes]
+    device = next(model.parameters()).device
+    closed: list[str] = []
+    model.eval()
+    for chunk in _batches(records, batch_size):
+        scores = model.score_candidates(_model_inputs(collate(chunk), device), names, tokenizer)
+        closed += [classes[i] for i in scores.argmax(dim=1).tolist()]
+    texts = generate_answers(model, tokenizer, collate, records, batch_size, show_progress=show_progress,
+                             description="Classifying scenes")
+    mapper = ClassMapper(classes, knowledge, dataset)
+    generated = [mapper(t) for t in texts]
+    return SceneEvaluation(classification_metrics(list(labels), closed, list(classes)),
+                           classification_metrics(list(labels), generated, list(classes)), list(classes))
+
+
+class ClassMapper:
+    """Maps a free-form answer to a class: exact name first, then the knowledge base's synonyms."""
+
+    def __init__(self, classes: Sequence[str], knowledge: Any = None, dataset: str | None = None) -> None:
+        self.by_name = {normalize_answer(scene_answer(c)): c for c in classes}
+        self.by_entry: dict[str, str] = {}
+        self.knowledge, self.dataset = knowledge, dataset
+        if knowledge is not None:
+            for c in classes:
+                try:
+                    self.by_entry[knowledge.resolve(c, dataset)] = c
+                except KnowledgeBaseError:
+                    continue
+
+    def __call__(self, text: str) -> str:
+        key = normalize_answer(text)
+        if key in self.by_name:
+            return self.by_name[key]
+        if self.knowledge is None or not key:
+            return text
+        try:
+            return self.by_entry.get(self.knowledge.resolve(key), text)
+        except KnowledgeBaseError:
+            return text
+
+
+def unique_images(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Image paths in first-seen order."""
+    return list(dict.fromkeys(r["image_path"] for r in records))

@@ -1,0 +1,113 @@
+"""Evaluate a session's model on its evaluation split and write metrics.json, report.md and plots.
+
+VQA: exact match after normalisation, per question type and semantic level, AA and OA, beside the
+question-only prior. Scene classification (where the data set has scene labels): closed-set
+scoring and free generation, overall and per class, with confusion matrices.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from geostrata.evaluate.metrics import VQAMetrics
+from geostrata.evaluate.report import (
+    plot_confusion,
+    plot_loss_curves,
+    plot_per_type,
+    write_metrics_json,
+    write_report_md,
+)
+from geostrata.evaluate.runner import SceneEvaluation, evaluate_scenes, evaluate_vqa, unique_images
+
+NOT_VQA = ("caption", "instruct")  # free-text turns: no exact-match accuracy
+
+
+@dataclass
+class RunMetrics:
+    vqa: VQAMetrics | None
+    scenes: SceneEvaluation | None
+    report: Path
+    metrics_path: Path
+
+    def summary(self) -> dict[str, float]:
+        """The headline numbers, for tables and the CLI."""
+        out: dict[str, float] = {}
+        if self.vqa is not None:
+            out |= {"vqa_oa": self.vqa.overall_accuracy, "vqa_aa": self.vqa.average_accuracy}
+            if self.vqa.prior is not None:
+                out |= {"prior_oa": self.vqa.prior.overall_accuracy, "prior_aa": self.vqa.prior.average_accuracy}
+            out |= {f"level_{k}": v.accuracy for k, v in self.vqa.per_level.items()}
+            out |= {f"type_{k}": v.accuracy for k, v in self.vqa.per_type.items()}
+        if self.scenes is not None:
+            out |= {"scene_closed": self.scenes.closed_set.overall_accuracy,
+                    "scene_generated": self.scenes.generation.overall_accuracy}
+        return out
+
+
+def evaluate_session(session: Any, out_dir: str | Path, show_progress: bool = True) -> RunMetrics:
+    """Run VQA and scene evaluation for `session` and write every artefact into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    task, model, tok = session.task, session.model, session.processor.tokenizer
+    batch = session.cfg.eval_batch_size
+    vqa_records = [r for r in task.eval if r["qtype"] not in NOT_VQA]
+    vqa = None
+    if vqa_records:
+        result = evaluate_vqa(model, tok, session.collator(False), vqa_records, task.train, batch,
+                              show_progress)
+        vqa = result.metrics
+        _write_predictions(out / "predictions.jsonl", result.predictions)
+    scenes = _scene_eval(session, batch, show_progress)
+    sections: dict[str, Any] = {"Run": _run_text(session)}
+    if vqa is not None:
+        sections["Visual question answering"] = vqa
+        plot_per_type({"GeoStrata": vqa}, out / "per_type.png")
+    if scenes is not None:
+        sections["Scene classification (closed-set scoring)"] = scenes.closed_set
+        sections["Scene classification (free generation)"] = scenes.generation
+        plot_confusion(scenes.closed_set.confusion, scenes.classes, out / "confusion.png")
+    _plot_losses(session, out)
+    metrics = {"vqa": vqa.to_dict() if vqa else None,
+               "scene_closed_set": scenes.closed_set.to_dict() if scenes else None,
+               "scene_generation": scenes.generation.to_dict() if scenes else None}
+    metrics_path = write_metrics_json(out / "metrics.json", metrics)
+    report = write_report_md(out / "report.md", sections)
+    return RunMetrics(vqa, scenes, report, metrics_path)
+
+
+def _scene_eval(session: Any, batch: int, show_progress: bool) -> SceneEvaluation | None:
+    task = session.task
+    if not task.scene_classes:
+        return None
+    images = [p for p in unique_images(task.eval) if p in task.truths and task.truths[p].scene]
+    if not images:
+        return None
+    labels = [task.truths[p].scene for p in images]
+    return evaluate_scenes(session.model, session.processor.tokenizer, session.collator(False),
+                           images, labels, task.scene_classes, session.knowledge, task.dataset,
+                           batch, show_progress)
+
+
+def _plot_losses(session: Any, out: Path) -> None:
+    root = Path(session.cfg.output_dir)
+    histories = [p for p in (root / "stage1" / "history.jsonl", root / "stage2" / "history.jsonl")
+                 if p.is_file()]
+    if histories:
+        plot_loss_curves(histories, out / "loss.png")
+
+
+def _run_text(session: Any) -> str:
+    cfg = session.cfg
+    return (f"Preset `{cfg.preset}`, overrides `{cfg.model}`, data `{cfg.data.kind}` at "
+            f"`{cfg.data.root}` ({len(session.task.train)} training / {len(session.task.eval)} "
+            f"evaluation records), seed {cfg.seed}.")
+
+
+def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps({k: v for k, v in row.items() if k != "image"}) + "\n")
+

@@ -1,0 +1,128 @@
+"""The one inference API the CLI, chat, web app and evaluation share: load_model() and predict().
+
+`predict` answers a question about one image and says why: the knowledge-base cues retrieved at
+each semantic level (with scores), the router's weight on each level's expert, and (when classes
+are given) the scene-class probabilities from closed-set scoring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from geostrata.errors import CheckpointError, InputError
+
+MAX_QUESTION_CHARS = 500
+CONFIG_FILE = "experiment.yaml"
+
+
+@dataclass(frozen=True)
+class Cue:
+    id: str
+    name: str
+    score: float
+
+
+@dataclass
+class Prediction:
+    answer: str
+    cues: dict[str, list[Cue]] = field(default_factory=dict)  # level -> top-k cues, best first
+    router: dict[str, float] = field(default_factory=dict)  # level -> expert weight (sums to 1)
+    class_probs: list[tuple[str, float]] = field(default_factory=list)  # top classes, best first
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # GeoStrataForConditionalGeneration, eval mode
+    processor: Any  # GeoStrataProcessor
+    knowledge: Any  # KnowledgeBase
+    cfg: Any  # ExperimentConfig the model was trained with
+    path: Path
+
+
+def load_model(path: str | Path, knowledge: Any = None, device: str = "cpu") -> LoadedModel:
+    """Load a saved GeoStrata model folder (weights are safetensors only) and its knowledge base."""
+    from geostrata.model import GeoStrataForConditionalGeneration, GeoStrataProcessor
+    from geostrata.train.experiment import ExperimentConfig
+    from geostrata.train.pipeline import load_knowledge
+
+    path = Path(path)
+    if not (path / "model.safetensors").is_file() and not any(path.glob("model-*.safetensors")):
+        raise CheckpointError(f"{path} holds no model.safetensors: not a saved GeoStrata model folder")
+    cfg = ExperimentConfig.from_yaml(path / CONFIG_FILE) if (path / CONFIG_FILE).is_file() else ExperimentConfig()
+    knowledge = knowledge if knowledge is not None else load_knowledge(cfg.knowledge)
+    processor = GeoStrataProcessor.from_pretrained(path, question_encoder=knowledge.encode_text)
+    model = GeoStrataForConditionalGeneration.from_pretrained(path, use_safetensors=True)
+    model.attach_knowledge(knowledge)
+    return LoadedModel(model.to(device).eval(), processor, knowledge, cfg, path)
+
+
+def check_question(question: str) -> str:
+    """A non-empty question of bounded length, stripped."""
+    if not isinstance(question, str) or not question.strip():
+        raise InputError("the question is empty: ask something about the image")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise InputError(f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
+    return question.strip()
+
+
+def _as_image(image: np.ndarray | str | Path) -> np.ndarray:
+    from geostrata.data.images import read_image
+
+    if isinstance(image, str | Path):
+        return read_image(image)
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InputError(f"expected an (H, W, 3) uint8 image, got {getattr(image, 'shape', type(image))}")
+    return image
+
+
+@torch.no_grad()
+def predict(loaded: LoadedModel, image: np.ndarray | str | Path, question: str,
+            classes: list[str] | None = None, max_new_tokens: int = 16, top_classes: int = 5) -> Prediction:
+    """Answer `question` about `image`, with retrieved cues, router weights and class scores."""
+    question, image = check_question(question), _as_image(image)
+    batch = _batch(loaded, image, question)
+    out = loaded.model(**batch)
+    new_ids = loaded.model.generate(**batch, max_new_tokens=max_new_tokens)
+    answer = loaded.processor.tokenizer.batch_decode(new_ids, skip_special_tokens=True)[0].strip()
+    return Prediction(answer, _cues(loaded, out.retrieved), _router(loaded, out.router_weights),
+                      _class_probs(loaded, image, classes, top_classes))
+
+
+def _batch(loaded: LoadedModel, image: np.ndarray, question: str) -> dict[str, torch.Tensor]:
+    device = next(loaded.model.parameters()).device
+    return {k: v.to(device) for k, v in loaded.processor([image], [question]).items()}
+
+
+def _cues(loaded: LoadedModel, retrieved: dict | None) -> dict[str, list[Cue]]:
+    cues: dict[str, list[Cue]] = {}
+    for level, (ids, scores) in (retrieved or {}).items():
+        cues[level] = [Cue(i, loaded.knowledge.get(i).name, float(s))
+                       for i, s in zip(ids[0], scores[0].tolist(), strict=True) if i]
+    return cues
+
+
+def _router(loaded: LoadedModel, weights: torch.Tensor | None) -> dict[str, float]:
+    if weights is None:
+        return {}
+    levels = loaded.model.config.levels
+    return {lv: float(w) for lv, w in zip(levels, weights[0].tolist(), strict=True)}
+
+
+def _class_probs(loaded: LoadedModel, image: np.ndarray, classes: list[str] | None,
+                 top: int) -> list[tuple[str, float]]:
+    """Closed-set scene scores for "What type of scene is this?", softmaxed over `classes`."""
+    from geostrata.train.samples import SCENE_QUESTION, scene_answer
+
+    if not classes:
+        return []
+    scene_batch = _batch(loaded, image, SCENE_QUESTION)
+    scores = loaded.model.score_candidates(scene_batch, [scene_answer(c) for c in classes],
+                                           loaded.processor.tokenizer)[0]
+    probs = torch.softmax(scores.float(), dim=0).tolist()
+    ranked = sorted(zip(classes, probs, strict=True), key=lambda cp: -cp[1])
+    return ranked[:top]

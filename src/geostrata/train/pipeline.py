@@ -1,0 +1,150 @@
+"""One experiment end to end: data -> knowledge base -> model -> stage 1 -> stage 2 -> saved model.
+
+`prepare` builds every component from an ExperimentConfig; `run_experiment` trains both stages
+(resumable) and saves the model, processor and config into `output_dir/model`, the folder that
+`geostrata eval`, `chat` and `serve` load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from geostrata.data.targets import AlignTargetBuilder
+from geostrata.train.batching import FeatureCache, ImageStore, VQACollator
+from geostrata.train.experiment import ExperimentConfig
+from geostrata.train.loop import TrainResult, train
+from geostrata.train.samples import TaskData, load_task
+from geostrata.train.stages import stage_parameters, trainable_names
+
+MODEL_DIR = "model"
+PROCESSOR_DIR = "processor"
+CONFIG_FILE = "experiment.yaml"
+
+
+@dataclass
+class Session:
+    """Everything a run holds: the experiment, its data, knowledge base, processor and model."""
+
+    cfg: ExperimentConfig
+    task: TaskData
+    knowledge: Any  # KnowledgeBase
+    processor: Any  # GeoStrataProcessor
+    model: Any  # GeoStrataForConditionalGeneration
+    images: ImageStore
+    features: FeatureCache | None
+    targets: AlignTargetBuilder | None
+
+    def collator(self, with_answers: bool) -> VQACollator:
+        targets = self.targets if with_answers else None
+        return VQACollator(self.processor, self.images, self.features, targets, self.task.truths,
+                           with_answers)
+
+
+@dataclass
+class ExperimentResult:
+    session: Session
+    stages: dict[str, TrainResult]
+    model_dir: Path
+
+
+def load_knowledge(source: str, show_progress: bool = False) -> Any:
+    """The knowledge base named in a config ("default" or a path), with the default encoder."""
+    from geostrata.knowledge import KnowledgeBase
+
+    return KnowledgeBase.load(source)
+
+
+def build_processor(cfg: ExperimentConfig, task: TaskData, knowledge: Any, model_cfg: Any) -> Any:
+    """Tokenizer (trained locally on the run's text, or the LLM's own) + image processor."""
+    from geostrata.model import GeoStrataProcessor, train_tokenizer
+
+    corpus = task.corpus() + [e.name for e in knowledge.entries]
+    tokenizer = train_tokenizer(corpus, vocab_size=cfg.tokenizer_vocab)
+    return GeoStrataProcessor(tokenizer, image_size=model_cfg.image_size,
+                              num_image_tokens=model_cfg.num_image_tokens,
+                              question_encoder=knowledge.encode_text)
+
+
+def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
+    """Build data, knowledge base, processor and model (and cache frozen-tower features)."""
+    from geostrata.model import GeoStrataConfig, GeoStrataForConditionalGeneration, GeoStrataProcessor
+
+    task = load_task(cfg.data)
+    knowledge = load_knowledge(cfg.knowledge)
+    out = Path(cfg.output_dir)
+    model_cfg = GeoStrataConfig.from_preset(cfg.preset, **cfg.model)
+    if (out / PROCESSOR_DIR).is_dir():  # a resumed run keeps its tokenizer
+        processor = GeoStrataProcessor.from_pretrained(out / PROCESSOR_DIR,
+                                                       question_encoder=knowledge.encode_text)
+    else:
+        processor = build_processor(cfg, task, knowledge, model_cfg)
+        processor.save_pretrained(out / PROCESSOR_DIR)
+    model_cfg = GeoStrataConfig.from_preset(cfg.preset, vocab_size=len(processor.tokenizer), **cfg.model)
+    torch.manual_seed(cfg.seed)
+    model = GeoStrataForConditionalGeneration(model_cfg)
+    model.attach_knowledge(knowledge)
+    images = ImageStore(model_cfg.image_size)
+    features = _feature_cache(model, processor, images, task, show_progress)
+    targets = AlignTargetBuilder(knowledge, task.dataset, task.labels) if task.labels else None
+    return Session(cfg, task, knowledge, processor, model, images, features, targets)
+
+
+def _feature_cache(model: Any, processor: Any, images: ImageStore, task: TaskData,
+                   show_progress: bool) -> FeatureCache | None:
+    """Cache tower features when the tower cannot change (no trainable vision parameter)."""
+    if any(p.requires_grad for p in model.vision.parameters()):
+        return None
+    cache = FeatureCache(model, processor, images)
+    cache.add([r["image_path"] for r in task.train + task.eval], show_progress=show_progress)
+    return cache
+
+
+def run_experiment(cfg: ExperimentConfig, resume: bool = False, show_progress: bool = True) -> ExperimentResult:
+    """Train stage 1 then stage 2 (each resumable), save the model, return the session."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / CONFIG_FILE)
+    session = prepare(cfg, show_progress)
+    allowed = trainable_names(session.model)
+    stages: dict[str, TrainResult] = {}
+    for stage in ("stage1", "stage2"):
+        params = stage_parameters(session.model, stage, allowed)
+        stages[stage] = train(session.model, session.task.train, session.collator(True),
+                              cfg.stage(stage), params=params, resume=resume,
+                              show_progress=show_progress)
+    for p in session.model.parameters():  # restore the build-time trainable set for saving
+        p.requires_grad_(False)
+    return ExperimentResult(session, stages, save_session(session))
+
+
+def save_session(session: Session) -> Path:
+    """Write model (safetensors), processor and the experiment config into output_dir/model."""
+    path = Path(session.cfg.output_dir) / MODEL_DIR
+    session.model.save_pretrained(path)
+    session.processor.save_pretrained(path)
+    session.cfg.save(path / CONFIG_FILE)
+    return path
+
+
+def open_session(model_dir: str | Path, data_overrides: dict[str, str] | None = None,
+                 show_progress: bool = True) -> Session:
+    """A Session around a saved model, for evaluation (data: the training data unless overridden)."""
+    import dataclasses
+
+    from geostrata.inference import load_model
+    from geostrata.train.experiment import DataConfig
+
+    loaded = load_model(model_dir)
+    cfg = loaded.cfg
+    if data_overrides:
+        cfg.data = DataConfig(**{**dataclasses.asdict(cfg.data), **data_overrides})
+    task = load_task(cfg.data)
+    images = ImageStore(loaded.model.config.image_size)
+    features = _feature_cache(loaded.model, loaded.processor, images,
+                              dataclasses.replace(task, train=[]), show_progress)
+    targets = AlignTargetBuilder(loaded.knowledge, task.dataset, task.labels) if task.labels else None
+    return Session(cfg, task, loaded.knowledge, loaded.processor, loaded.model, images, features, targets)

@@ -1,0 +1,131 @@
+"""Turn any supported data set into one list of VQA-style sample records.
+
+Every format goes through the loaders of `geostrata.data`; this module only maps their records to
+what training and evaluation need: image path, question, answer, question type, semantic level, and
+(where known) the multi-level truth used by the alignment loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from geostrata.data.targets import Truth
+from geostrata.train.experiment import DataConfig
+
+SCENE_QUESTION = "What type of scene is this?"
+CAPTION_QUESTION = "Describe this image in one sentence."
+
+
+@dataclass
+class TaskData:
+    """Train and evaluation records of one data set, plus what is known about its images."""
+
+    dataset: str  # label-map table name in the knowledge base ("synthetic", "ucmerced", ...)
+    train: list[dict[str, Any]]
+    eval: list[dict[str, Any]]
+    truths: dict[str, Truth] = field(default_factory=dict)  # image_path -> truth
+    labels: dict[str, list[str]] = field(default_factory=dict)  # level -> class names
+    scene_classes: list[str] = field(default_factory=list)
+
+    def corpus(self) -> list[str]:
+        """Every question and answer text, for training a local tokenizer."""
+        texts = [r["question"] for r in self.train] + [r["answer"] for r in self.train]
+        return texts + [scene_answer(c) for c in self.scene_classes]
+
+
+def scene_answer(label: str) -> str:
+    """How a scene class is spoken: "parking_lot" -> "parking lot"."""
+    return label.replace("_", " ").strip().lower()
+
+
+def load_task(cfg: DataConfig) -> TaskData:
+    """Read the configured data set (see DataConfig.kind) into a TaskData."""
+    loaders = {
+        "synthetic": _synthetic,
+        "rsvqa": _rsvqa,
+        "folder": _folder,
+        "instruct": _instruct,
+        "geochat_bench": _geochat_bench,
+    }
+    task = loaders[cfg.kind](cfg)
+    task.train = _cap(task.train, cfg.max_train)
+    task.eval = _cap(task.eval, cfg.max_eval)
+    return task
+
+
+def _cap(records: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    return records[:limit] if limit else records
+
+
+def _synthetic(cfg: DataConfig) -> TaskData:
+    from geostrata.data import RSVQADataset
+    from geostrata.data.synthetic import load_annotations, load_meta
+
+    root = Path(cfg.root)
+    meta = load_meta(root)
+    truths: dict[str, Truth] = {}
+    captions: dict[str, list[dict[str, Any]]] = {}
+    for split in (cfg.train_split, cfg.eval_split):
+        for ann in load_annotations(root, split).values():
+            path = str(root / ann["image"])
+            truths[path] = Truth.from_annotation(ann)
+            captions.setdefault(split, []).append(_caption_record(path, str(ann["id"]), ann["caption"]))
+    train = list(RSVQADataset(root, cfg.train_split, prefix="SYN").records)
+    if cfg.captions:
+        train += captions.get(cfg.train_split, [])
+    labels = {"scene": meta["scene_classes"], "region": meta["land_covers"], "object": meta["object_classes"]}
+    return TaskData("synthetic", train, list(RSVQADataset(root, cfg.eval_split, prefix="SYN").records),
+                    truths, labels, list(meta["scene_classes"]))
+
+
+def _caption_record(path: str, image_id: str, caption: str) -> dict[str, Any]:
+    return {"image_path": path, "image_id": image_id, "question_id": f"caption:{image_id}",
+            "question": CAPTION_QUESTION, "answer": caption, "qtype": "caption", "level": "scene"}
+
+
+def _rsvqa(cfg: DataConfig) -> TaskData:
+    from geostrata.data import RSVQADataset
+
+    def split(name: str) -> list[dict[str, Any]]:
+        return list(RSVQADataset(cfg.root, name, prefix=cfg.prefix, image_dir=cfg.image_dir,
+                                 image_ext=cfg.image_ext).records)
+
+    return TaskData("rsvqa", split(cfg.train_split), split(cfg.eval_split))
+
+
+def _folder(cfg: DataConfig) -> TaskData:
+    """Scene folders (UCMerced / AID / NWPU / WHU-RS19): one scene question per image."""
+    from geostrata.data import SceneFolderDataset
+
+    def split(name: str) -> SceneFolderDataset:
+        return SceneFolderDataset(cfg.root, split_file=Path(cfg.root) / name if name else None)
+
+    train_ds, eval_ds = split(cfg.train_split), split(cfg.eval_split)
+    truths = {r["image_path"]: Truth(scene=r["label"]) for r in train_ds.records + eval_ds.records}
+    dataset = Path(cfg.root).name.lower()
+    return TaskData(dataset, _scene_records(train_ds.records), _scene_records(eval_ds.records),
+                    truths, {"scene": list(train_ds.classes)}, list(train_ds.classes))
+
+
+def _scene_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"image_path": r["image_path"], "image_id": r["image_path"], "question_id": r["image_path"],
+             "question": SCENE_QUESTION, "answer": scene_answer(r["label"]), "qtype": "scene",
+             "level": "scene"} for r in records]
+
+
+def _instruct(cfg: DataConfig) -> TaskData:
+    from geostrata.data import InstructionDataset
+
+    def split(name: str) -> list[dict[str, Any]]:
+        return list(InstructionDataset(Path(cfg.root) / name, cfg.image_dir or cfg.root).records)
+
+    return TaskData("instruct", split(cfg.train_split), split(cfg.eval_split))
+
+
+def _geochat_bench(cfg: DataConfig) -> TaskData:
+    from geostrata.data import GeoChatBenchDataset
+
+    records = list(GeoChatBenchDataset(Path(cfg.root) / cfg.eval_split, cfg.image_dir or cfg.root).records)
+    return TaskData("geochat_bench", [], records)

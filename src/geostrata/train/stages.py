@@ -1,0 +1,42 @@
+"""Which parameters each training stage updates.
+
+Stage 1 (alignment): the Semantic Augmentation Module, the projectors into the LLM and the
+alignment heads learn while the LLM stays frozen. Stage 2 (instruction tuning): the semantic
+experts, the fusion and the LLM (all of it, or its LoRA adapters) join. The vision tower trains
+only where its config leaves it trainable (a random-init tower), never when frozen (pretrained).
+"""
+
+from __future__ import annotations
+
+import torch
+
+STAGE_MODULES: dict[str, tuple[str, ...]] = {
+    "stage1": ("vision", "augmentation", "fusion", "projector", "default_question"),
+    "stage2": ("vision", "augmentation", "experts", "fusion", "projector", "default_question", "llm"),
+}
+
+
+def stage_parameters(
+    model: torch.nn.Module, stage: str, allowed: set[str] | None = None
+) -> list[torch.nn.Parameter]:
+    """The parameters `stage` trains: its modules' parameters that the model's config allows.
+
+    `allowed` is the set of names that required grad when the model was built (frozen towers,
+    a frozen or LoRA-wrapped LLM are excluded there); default: those requiring grad now.
+    """
+    if stage not in STAGE_MODULES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(STAGE_MODULES)}")
+    allowed = allowed if allowed is not None else trainable_names(model)
+    prefixes = STAGE_MODULES[stage]
+    chosen = [
+        p for name, p in model.named_parameters()
+        if name in allowed and name.split(".")[0] in prefixes
+    ]
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in allowed and name.split(".")[0] in prefixes)
+    return chosen
+
+
+def trainable_names(model: torch.nn.Module) -> set[str]:
+    """Names of the parameters that currently require grad."""
+    return {name for name, p in model.named_parameters() if p.requires_grad}
