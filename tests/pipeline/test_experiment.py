@@ -1,0 +1,44 @@
+import pytest
+
+from geostrata.errors import ConfigError
+from geostrata.train.experiment import ExperimentConfig, apply_overrides
+
+
+def test_overrides_reach_nested_fields():
+    data = apply_overrides({}, ["model.retrieval=false", "stage2.max_steps=7", "stage2.warmup_steps=1",
+                                "data.root=/x"])
+    cfg = ExperimentConfig.from_dict(data)
+    assert cfg.model == {"retrieval": False}
+    assert cfg.stage2.max_steps == 7 and cfg.stage2.batch_size == ExperimentConfig().stage2.batch_size
+    assert cfg.data.root == "/x"
+
+
+def test_stage_writes_under_output_dir_with_run_seed():
+    cfg = ExperimentConfig(output_dir="/tmp/run", seed=3)
+    stage = cfg.stage("stage1")
+    assert stage.output_dir == "/tmp/run/stage1" and stage.seed == 3
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = ExperimentConfig.from_dict(apply_overrides({}, ["model.top_k=2", "seed=5"]))
+    cfg.save(tmp_path / "e.yaml")
+    again = ExperimentConfig.from_yaml(tmp_path / "e.yaml")
+    assert again.to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("unknown_key: 1\n", "unknown_key"),
+    ("data: {kind: nope}\n", "nope"),
+    ("stage1: {lr: -1}\n", "lr"),
+    ("data: [1, 2\n", "line"),
+])
+def test_bad_yaml_names_the_problem(tmp_path, text, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        ExperimentConfig.from_yaml(path)
+
+
+def test_malformed_override():
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        apply_overrides({}, ["no_equals_sign"])
