@@ -55,7 +55,8 @@ class DemoResult:
     stage_wall_s: dict[str, float]
 
 
-def synthesize_once(data_dir: Path, profile: DemoProfile, seed: int, show_progress: bool) -> Path:
+def synthesize_once(data_dir: Path, profile: DemoProfile, seed: int, show_progress: bool,
+                    workers: int = 2) -> Path:
     """Write the benchmark unless the same one (same sizes and seed) is already there."""
     import json
 
@@ -68,7 +69,7 @@ def synthesize_once(data_dir: Path, profile: DemoProfile, seed: int, show_progre
                 profile.n_train, profile.n_test, profile.size, seed):
             return data_dir
     return synthesize(data_dir, profile.n_train, profile.n_test, profile.size, seed,
-                      workers=2, progress=show_progress)
+                      workers=workers, progress=show_progress)
 
 
 def run_demo(out_dir: str | Path = "runs/demo", profile: str = "default", seed: int = 0,
