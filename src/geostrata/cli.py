@@ -6,6 +6,7 @@ transformers, faiss) only inside the command, so `geostrata --help` stays instan
 
 import typer
 
+from geostrata.commands import app as app_commands
 from geostrata.commands import data, kb, run
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
 app.add_typer(data.app, name="data", help="Synthesize, inspect and load remote-sensing data sets.")
 app.add_typer(kb.app, name="kb", help="Build, query and validate the RS semantic knowledge base.")
 run.register(app)
+app_commands.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

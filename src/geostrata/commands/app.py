@@ -1,0 +1,7 @@
+"""`geostrata chat` and `geostrata serve` (being written)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Attach chat and serve to the root app."""
