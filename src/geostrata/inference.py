@@ -7,7 +7,8 @@ are given) the scene-class probabilities from closed-set scoring.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,49 @@ def predict(loaded: LoadedModel, image: np.ndarray | str | Path, question: str,
     answer = loaded.processor.tokenizer.batch_decode(new_ids, skip_special_tokens=True)[0].strip()
     return Prediction(answer, _cues(loaded, out.retrieved), _router(loaded, out.router_weights),
                       _class_probs(loaded, image, classes, top_classes))
+
+
+@torch.no_grad()
+def stream_predict(loaded: LoadedModel, image: np.ndarray | str | Path, question: str,
+                   classes: list[str] | None = None, max_new_tokens: int = 16,
+                   top_classes: int = 5) -> Iterator[Prediction]:
+    """`predict`, step by step: yields the Prediction as it grows, for chat and the web app.
+
+    The first yield (empty answer) already carries the cues and router weights, which come out
+    of the prompt's forward pass; then one yield per generated token with the answer so far;
+    the last yield adds the class probabilities. Decoding is greedy with the KV cache, like
+    `predict`'s `generate`, so the final answer is the same; the image path runs once.
+    """
+    question, image = check_question(question), _as_image(image)
+    batch = _batch(loaded, image, question)
+    out = loaded.model(**batch, use_cache=True)
+    pred = Prediction("", _cues(loaded, out.retrieved), _router(loaded, out.router_weights))
+    yield pred
+    for text in _greedy_text(loaded, out, batch["attention_mask"], max_new_tokens):
+        pred = replace(pred, answer=text)
+        yield pred
+    yield replace(pred, class_probs=_class_probs(loaded, image, classes, top_classes))
+
+
+def _greedy_text(loaded: LoadedModel, out: Any, mask: torch.Tensor, max_new_tokens: int) -> Iterator[str]:
+    """Greedy decoding from a prompt's forward output; yields the decoded answer after each token.
+
+    The whole answer is decoded each step (not token by token) so word-piece spacing comes out
+    as the tokenizer would join it.
+    """
+    tokenizer, eos = loaded.processor.tokenizer, loaded.model.config.text_config.eos_token_id
+    stop = set(eos) if isinstance(eos, list | tuple) else {eos}
+    ids: list[int] = []
+    for step in range(max_new_tokens):
+        if step:  # feed the previous token through the cached prompt
+            mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)  # (1, T + step)
+            out = loaded.model(input_ids=next_id[:, None], attention_mask=mask,  # ids (1, 1)
+                               past_key_values=out.past_key_values, use_cache=True)
+        next_id = out.logits[:, -1].argmax(dim=-1)  # (1,)
+        if int(next_id) in stop:
+            return
+        ids.append(int(next_id))
+        yield tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
 def _batch(loaded: LoadedModel, image: np.ndarray, question: str) -> dict[str, torch.Tensor]:

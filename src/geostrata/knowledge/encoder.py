@@ -81,6 +81,10 @@ class _CachedEncoder:
     def _encode_batch(self, texts: list[str]) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _batch_key(self, text: str) -> int:
+        """Texts share a batch only with texts of the same key (one batch-free key by default)."""
+        return 0
+
     @property
     def dim(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -92,15 +96,20 @@ class _CachedEncoder:
         texts = list(texts)
         found = {text: v for text in dict.fromkeys(texts) if (v := self._lru.get(text)) is not None}
         todo = [text for text in dict.fromkeys(texts) if text not in found]
-        step = max(1, batch_size)
-        for start in range(0, len(todo), step):
-            batch = todo[start : start + step]
-            self.calls += 1
-            for text, vector in zip(batch, l2_normalise(self._encode_batch(batch)), strict=True):
-                found[text] = vector
-                self._lru.put(text, vector)
-            if progress is not None:
-                progress(start + len(batch), len(todo))
+        groups: dict[int, list[str]] = {}
+        for text in todo:
+            groups.setdefault(self._batch_key(text), []).append(text)
+        step, done = max(1, batch_size), 0
+        for group in groups.values():
+            for start in range(0, len(group), step):
+                batch = group[start : start + step]
+                self.calls += 1
+                for text, vector in zip(batch, l2_normalise(self._encode_batch(batch)), strict=True):
+                    found[text] = vector
+                    self._lru.put(text, vector)
+                done += len(batch)
+                if progress is not None:
+                    progress(done, len(todo))
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([found[text] for text in texts]).astype(np.float32)  # (B, D)
@@ -151,6 +160,13 @@ class _TransformerEncoder(_CachedEncoder):
     @property
     def name(self) -> str:
         return self._name
+
+    def _batch_key(self, text: str) -> int:
+        """The token count: batching only equal lengths means no padding, so a text's vector
+        does not depend on which texts it was encoded with (padding moves it by ~1e-7, which
+        made a resumed training run drift from an uninterrupted one)."""
+        ids = self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"]
+        return len(ids)
 
     def _tokenize(self, texts: list[str]) -> dict[str, Any]:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,

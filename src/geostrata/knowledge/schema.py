@@ -96,16 +96,30 @@ def _entry_from_record(record: _Record) -> Entry:
         value = data.get(name, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise KnowledgeBaseError(f"{where}: field {name!r} must be a list of strings")
-    unknown = sorted(set(data) - set(REQUIRED_FIELDS) - set(LIST_FIELDS))
+    # key=str: YAML keys may be ints or dates, which do not sort against strings.
+    unknown = sorted(set(data) - set(REQUIRED_FIELDS) - set(LIST_FIELDS), key=str)
     if unknown:
         raise KnowledgeBaseError(f"{where}: unknown field {unknown[0]!r}")
     lists = {name: list(data.get(name, [])) for name in LIST_FIELDS}
     return Entry(**{name: data[name] for name in REQUIRED_FIELDS}, **lists)
 
 
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; undecodable bytes name the file and their line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise KnowledgeBaseError(
+            f"{path}:{line}: not UTF-8 text (byte {data[error.start]:#04x} at offset {error.start})"
+        ) from error
+
+
 def _read_jsonl(path: Path) -> list[_Record]:
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    # split("\n"), not splitlines(): U+2028 and friends may sit raw inside a JSON string.
+    for number, line in enumerate(_read_text(path).split("\n"), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
@@ -118,7 +132,7 @@ def _read_jsonl(path: Path) -> list[_Record]:
 def _read_yaml(path: Path) -> list[_Record]:
     import yaml
 
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -206,7 +220,7 @@ def read_label_map(path: str | Path, known_ids: Iterable[str]) -> dict[str, dict
     """`dataset<TAB>label<TAB>entry_id` rows -> {dataset: {label: entry_id}}, ids checked."""
     path, known = Path(path), set(known_ids)
     table: dict[str, dict[str, str]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         fields = line.split("\t")

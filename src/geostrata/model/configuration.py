@@ -25,6 +25,9 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
+TORCH_DTYPES = ("float32", "bfloat16", "float16")
+
+
 def ordered_levels(levels: list[str] | tuple[str, ...]) -> list[str]:
     """Validate a level subset and return it coarse-to-fine (the order experts and fusion use)."""
     levels = list(levels)
@@ -254,6 +257,10 @@ class GeoStrataConfig(PreTrainedConfig):
     lambda_align: float = 0.1
     lambda_balance: float = 0.01
     image_token_id: int = 4
+    # Scale-out switches (used by the base/large presets on GPUs; inert for random tiny models).
+    gradient_checkpointing: bool = False  # recompute LLM activations in backward
+    torch_dtype: str = "float32"  # dtype a pretrained LLM is loaded in: float32|bfloat16|float16
+    load_in_4bit: bool = False  # QLoRA: 4-bit NF4 base LLM (needs bitsandbytes + CUDA, and LoRA)
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.vision_config is None and self.vision_tower == "hf":
@@ -268,6 +275,10 @@ class GeoStrataConfig(PreTrainedConfig):
         _require(self.lora_r >= 1, "lora_r", self.lora_r, "must be >= 1")
         for name in ("lambda_align", "lambda_balance"):
             _require(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+        _require(self.torch_dtype in TORCH_DTYPES, "torch_dtype", self.torch_dtype,
+                 f"expected one of {TORCH_DTYPES}")
+        _require(not self.load_in_4bit or self.use_lora, "load_in_4bit", self.load_in_4bit,
+                 "4-bit weights cannot be trained directly: set use_lora=True (QLoRA)")
         if self.vision_tower == "hf" and self.vision_config is not None:
             self.vision_config.image_size = self.image_size
         self.vision_settings()  # validate every component now, not at the first forward

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from geostrata.errors import KnowledgeBaseError
+from geostrata.errors import ConfigError, KnowledgeBaseError
 from geostrata.knowledge.protocol import Retriever
 from geostrata.model.augmentation import SemanticAugmentation
 from geostrata.model.configuration import GeoStrataConfig
@@ -71,13 +71,19 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         path = _local_path(self.config.text_name_or_path)
         if path is None or torch.empty(0).device.type == "meta":
             return
-        self.llm = AutoModelForCausalLM.from_pretrained(path)
+        self.llm = AutoModelForCausalLM.from_pretrained(path, **_pretrained_llm_kwargs(self.config))
         self.llm.resize_token_embeddings(self.config.text_config.vocab_size)  # room for <image>
 
     def _configure_trainable(self) -> None:
         cfg = self.config
         if cfg.freeze_llm:
             self.llm.requires_grad_(False)
+        if cfg.gradient_checkpointing:  # non-reentrant: works with a frozen embedding layer
+            self.llm.gradient_checkpointing_enable({"use_reentrant": False})
+        if cfg.load_in_4bit:
+            from peft import prepare_model_for_kbit_training
+
+            self.llm = prepare_model_for_kbit_training(self.llm)
         if cfg.use_lora:  # PEFT freezes the base LLM and trains only the low-rank adapters
             from peft import LoraConfig, get_peft_model
 
@@ -285,6 +291,26 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         ).logits
         logp = torch.log_softmax(logits[:, t - 1 : -1].float(), dim=-1)  # (B, Lc, V), predicts cand
         return logp.gather(-1, cand_ids.unsqueeze(-1)).squeeze(-1).sum(-1)  # (B,)
+
+
+def _pretrained_llm_kwargs(config: GeoStrataConfig) -> dict[str, object]:
+    """dtype and (QLoRA) 4-bit quantisation for loading a real LLM."""
+    kwargs: dict[str, object] = {"dtype": getattr(torch, config.torch_dtype)}
+    if config.load_in_4bit:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(
+                "load_in_4bit=True needs the bitsandbytes package and a CUDA GPU "
+                "(pip install bitsandbytes on the GPU machine)"
+            ) from exc
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+    return kwargs
 
 
 def count_parameters(config: GeoStrataConfig) -> dict[str, object]:

@@ -229,6 +229,20 @@ def _unpickling_reason(exc: Exception) -> str:
     return (named or lines or [type(exc).__name__])[0]
 
 
+def verify_safetensors(path: str | Path) -> None:
+    """Refuse a weights file that is not safetensors (a renamed pickle, a cut file) by its header.
+
+    safetensors never runs code, but its own errors do not name the file; loaders call this first
+    so a tampered or damaged model folder gives a CheckpointError that says which file is bad.
+    """
+    path = Path(path)
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except Exception as exc:  # SafetensorError, OSError: both mean "do not load this"
+        raise CheckpointError(f"{path}: not a safetensors file ({exc}); refusing to load it") from exc
+
+
 def load_safetensors_weights(
     module: torch.nn.Module, path: str | Path, strict: bool = True
 ) -> WeightsLoadResult:

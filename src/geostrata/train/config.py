@@ -7,6 +7,7 @@ is enough to reproduce (and resume) the run.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,10 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"TrainConfig.{name} must be a number, got {value!r}")
-            setattr(self, name, float(value))
+            number = float(value) if abs(value) < 1e300 else math.inf  # huge ints overflow
+            if not math.isfinite(number):  # a NaN lr would train silently into NaN weights
+                raise ConfigError(f"TrainConfig.{name} must be finite, got {value!r}")
+            setattr(self, name, number)
         if self.lr <= 0:
             raise ConfigError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
         if self.weight_decay < 0 or self.max_grad_norm < 0:
@@ -84,7 +88,7 @@ class TrainConfig:
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read training config {path}: {exc}") from exc
         try:
             data = yaml.safe_load(text)

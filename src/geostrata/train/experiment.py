@@ -43,9 +43,17 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.kind not in DATA_KINDS:
             raise ConfigError(f"data.kind must be one of {DATA_KINDS}, got {self.kind!r}")
+        for name in ("root", "prefix", "train_split", "eval_split"):
+            setattr(self, name, _text(f"data.{name}", getattr(self, name)))
+        for name in ("image_dir", "image_ext"):
+            if getattr(self, name) is not None:
+                setattr(self, name, _text(f"data.{name}", getattr(self, name)))
         for name in ("max_train", "max_eval"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ConfigError(f"data.{name} must be an integer >= 0, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"data.{name} must be an integer >= 0, got {value!r}")
+        if not isinstance(self.captions, bool):
+            raise ConfigError(f"data.captions must be true or false, got {self.captions!r}")
 
 
 def _stage1_default() -> TrainConfig:
@@ -72,12 +80,14 @@ class ExperimentConfig:
     eval_batch_size: int = 64
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, dict):
-            raise ConfigError(f"model must be a mapping of overrides, got {self.model!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if not isinstance(self.eval_batch_size, int) or self.eval_batch_size < 1:
-            raise ConfigError(f"eval_batch_size must be an integer >= 1, got {self.eval_batch_size!r}")
+        if not isinstance(self.model, dict) or not all(isinstance(k, str) for k in self.model):
+            raise ConfigError(f"model must be a mapping of field name -> value, got {self.model!r}")
+        for name in ("preset", "knowledge", "output_dir"):
+            setattr(self, name, _text(name, getattr(self, name)))
+        for name, minimum in (("seed", 0), ("eval_batch_size", 1), ("tokenizer_vocab", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
     def stage(self, name: str) -> TrainConfig:
         """The TrainConfig of a stage, writing into `output_dir/<stage>` with the run's seed."""
@@ -90,7 +100,7 @@ class ExperimentConfig:
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
         """Build from a nested mapping; unknown keys raise ConfigError naming the key and source."""
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known, key=str)  # YAML keys need not be strings
         if unknown:
             raise ConfigError(f"unknown key(s) {unknown} in experiment config {source}; known: {sorted(known)}")
         kwargs = dict(data)
@@ -115,7 +125,11 @@ class ExperimentConfig:
         if not path.is_file():
             raise ConfigError(f"experiment config {path} does not exist")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read experiment config {path}: {exc}") from exc
+        try:
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
@@ -155,6 +169,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+def _text(name: str, value: object) -> str:
+    """A non-empty string field (a Path is accepted and stored as its string)."""
+    if not isinstance(value, str | Path) or not str(value).strip():
+        raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+    return str(value)
+
+
 def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}
 
@@ -172,7 +193,7 @@ def _build(cls: type, value: object, where: str) -> Any:
         return value
     data = _mapping(value, where)
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known, key=str)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in {where}; known: {sorted(known)}")
     return cls(**data)

@@ -121,11 +121,17 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     Without a GPU, ``cpu=True`` lets ``torchrun`` / ``accelerate launch`` give N CPU processes
     (gloo); Accelerate would otherwise run each of them as an independent single process.
     """
+    from accelerate.utils import DistributedDataParallelKwargs
+
     gpu = torch.cuda.is_available()
+    # Ablation switches and optional inputs (e.g. the default question vector) leave some
+    # trainable parameters unused in a step; DDP must be told, or it waits for their gradients.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     return Accelerator(
         gradient_accumulation_steps=cfg.grad_accum,
         mixed_precision=cfg.mixed_precision if gpu else "no",
         cpu=not gpu,
+        kwargs_handlers=[ddp],
     )
 
 
@@ -344,8 +350,11 @@ def _log(
     if run.accelerator.is_main_process:
         out_dir = Path(run.cfg.output_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        with open(out_dir / HISTORY_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry) + "\n")
+        try:
+            with open(out_dir / HISTORY_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+        except OSError as exc:  # e.g. disk full: name the file instead of a bare OSError
+            raise CheckpointError(f"could not append to {out_dir / HISTORY_FILE}: {exc}") from exc
     return entry
 
 

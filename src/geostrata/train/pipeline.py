@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,12 @@ class ExperimentResult:
     model_dir: Path
 
 
-def load_knowledge(source: str, show_progress: bool = False) -> Any:
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun / accelerate launch job (or a plain single process): the one that writes."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def load_knowledge(source: str) -> Any:
     """The knowledge base named in a config ("default" or a path), with the default encoder."""
     from geostrata.knowledge import KnowledgeBase
 
@@ -81,8 +87,9 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
         processor = GeoStrataProcessor.from_pretrained(out / PROCESSOR_DIR,
                                                        question_encoder=knowledge.encode_text)
     else:
-        processor = build_processor(cfg, task, knowledge, model_cfg)
-        processor.save_pretrained(out / PROCESSOR_DIR)
+        processor = build_processor(cfg, task, knowledge, model_cfg)  # deterministic on every rank
+        if is_main_process():
+            processor.save_pretrained(out / PROCESSOR_DIR)
     model_cfg = GeoStrataConfig.from_preset(cfg.preset, vocab_size=len(processor.tokenizer), **cfg.model)
     torch.manual_seed(cfg.seed)
     model = GeoStrataForConditionalGeneration(model_cfg)
@@ -106,8 +113,9 @@ def _feature_cache(model: Any, processor: Any, images: ImageStore, task: TaskDat
 def run_experiment(cfg: ExperimentConfig, resume: bool = False, show_progress: bool = True) -> ExperimentResult:
     """Train stage 1 then stage 2 (each resumable), save the model, return the session."""
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / CONFIG_FILE)
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / CONFIG_FILE)
     session = prepare(cfg, show_progress)
     allowed = trainable_names(session.model)
     stages: dict[str, TrainResult] = {}
@@ -116,17 +124,35 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, show_progress: b
         stages[stage] = train(session.model, session.task.train, session.collator(True),
                               cfg.stage(stage), params=params, resume=resume,
                               show_progress=show_progress)
-    for p in session.model.parameters():  # restore the build-time trainable set for saving
-        p.requires_grad_(False)
-    return ExperimentResult(session, stages, save_session(session))
+    session.model.requires_grad_(False)
+    path = Path(cfg.output_dir) / MODEL_DIR
+    if is_main_process():
+        save_session(session)
+    return ExperimentResult(session, stages, path)
 
 
 def save_session(session: Session) -> Path:
-    """Write model (safetensors), processor and the experiment config into output_dir/model."""
+    """Write model (safetensors), processor and the experiment config into output_dir/model.
+
+    Built in a temp folder and renamed into place: a crash mid-save must not leave weights
+    without their experiment.yaml, which load_model would pair with default settings.
+    """
+    import shutil
+
+    from geostrata.errors import CheckpointError
+    from geostrata.train.checkpoint import _move_into_place
+
     path = Path(session.cfg.output_dir) / MODEL_DIR
-    session.model.save_pretrained(path)
-    session.processor.save_pretrained(path)
-    session.cfg.save(path / CONFIG_FILE)
+    tmp = path.with_name(f"{MODEL_DIR}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        session.model.save_pretrained(tmp)
+        session.processor.save_pretrained(tmp)
+        session.cfg.save(tmp / CONFIG_FILE)
+        _move_into_place(tmp, path)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"could not write the model folder {path}: {exc}") from exc
     return path
 
 

@@ -89,36 +89,79 @@ def _conversation(record: ImageRecord) -> dict:
     return {"id": str(ann["id"]), "image": ann["image"], "conversations": turns}
 
 
+META_LISTS = ("scene_classes", "land_covers", "object_classes")
+ANNOTATION_TYPES: dict[str, type | tuple[type, ...]] = {
+    "id": int, "image": str, "scene": str, "regions": dict, "objects": list, "attributes": dict,
+    "caption": str,
+}
+
+
+def _read_json_text(path: Path) -> str:
+    """UTF-8 text of a benchmark file; undecodable bytes raise AnnotationError naming it."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise AnnotationError(f"{path}:{line}: not UTF-8 text (byte offset {e.start})") from e
+
+
 def load_meta(root: str | Path) -> dict:
-    """Read DIR/meta.json of a synthesized benchmark."""
+    """Read DIR/meta.json of a synthesized benchmark (the class lists the loaders rely on checked)."""
     path = Path(root) / "meta.json"
     if not path.is_file():
         raise DatasetNotFoundError(f"{path} not found: is {root} a `geostrata data synth` output?")
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(_read_json_text(path))
     except json.JSONDecodeError as e:
         raise AnnotationError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+    if not isinstance(meta, dict):
+        raise AnnotationError(f"{path}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("generator") != GENERATOR:
         raise AnnotationError(f"{path}: key 'generator' is {meta.get('generator')!r}, "
                               f"expected {GENERATOR!r}")  # fmt: skip
+    for key in META_LISTS:
+        value = meta.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise AnnotationError(f"{path}: key {key!r} must be a list of strings, got {value!r}")
     return meta
 
 
+def _check_annotation(ann: object, where: str) -> dict:
+    """One annotation line: an object with every key the training loaders read, typed."""
+    if not isinstance(ann, dict):
+        raise AnnotationError(f"{where}: expected a JSON object, got {type(ann).__name__}")
+    for key, kind in ANNOTATION_TYPES.items():
+        if key not in ann:
+            raise AnnotationError(f"{where}: missing key {key!r}")
+        if not isinstance(ann[key], kind) or isinstance(ann[key], bool):
+            raise AnnotationError(f"{where}: key {key!r} must be a {kind.__name__}, "
+                                  f"got {ann[key]!r}")  # fmt: skip
+    fractions = ann["regions"].get("fractions", {})
+    if not isinstance(fractions, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in fractions.values()):
+        raise AnnotationError(f"{where}: key 'regions.fractions' must map land covers to numbers")
+    if not all(isinstance(o, dict) and isinstance(o.get("class"), str) for o in ann["objects"]):
+        raise AnnotationError(f"{where}: key 'objects' must hold objects with a string 'class'")
+    return ann
+
+
 def load_annotations(root: str | Path, split: str) -> dict[int, dict]:
-    """Read DIR/annotations/{split}.jsonl into {image id: annotation}."""
+    """Read DIR/annotations/{split}.jsonl into {image id: annotation}; ids must be unique."""
     path = Path(root) / "annotations" / f"{split}.jsonl"
     if not path.is_file():
         raise DatasetNotFoundError(f"{path} not found (split {split!r} of {root})")
     out: dict[int, dict] = {}
-    for lineno, text in enumerate(path.read_text().splitlines(), start=1):
+    # split("\n"), not splitlines(): captions are written raw (ensure_ascii=False).
+    for lineno, text in enumerate(_read_json_text(path).split("\n"), start=1):
         if not text.strip():
             continue
         try:
             ann = json.loads(text)
         except json.JSONDecodeError as e:
             raise AnnotationError(f"{path}:{lineno}: invalid JSON: {e.msg}") from e
-        for key in ("id", "image", "scene", "regions", "objects", "attributes", "caption"):
-            if key not in ann:
-                raise AnnotationError(f"{path}:{lineno}: missing key {key!r}")
-        out[int(ann["id"])] = ann
+        ann = _check_annotation(ann, f"{path}:{lineno}")
+        if ann["id"] in out:  # a second line would silently replace the first
+            raise AnnotationError(f"{path}:{lineno}: key 'id': duplicate image id {ann['id']}")
+        out[ann["id"]] = ann
     return out

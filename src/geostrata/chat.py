@@ -1,0 +1,149 @@
+"""Chat about one image: a session with history, streamed answers and the evidence behind them.
+
+Both `geostrata chat` and the bench use it; it calls only the inference API (`load_model`,
+`stream_predict`). The model answers each question on its own (it was trained on single-turn
+VQA), so the history is what the user sees, not context fed back into the prompt.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geostrata.errors import GeoStrataError, InputError
+
+DEFAULT_CHECKPOINT = Path("runs/demo/run/model")
+DEMO_OUT = Path("runs/demo")
+EXIT_WORDS = ("exit", "quit", ":q")
+BAR_WIDTH = 10  # characters of a full router bar
+
+
+@dataclass
+class Turn:
+    question: str
+    prediction: Any  # geostrata.inference.Prediction
+
+
+@dataclass
+class ChatSession:
+    """One image, the loaded model, and the questions asked so far."""
+
+    loaded: Any  # geostrata.inference.LoadedModel
+    image: np.ndarray  # (H, W, 3) uint8
+    source: str = "image"  # what the image is called in messages (its path)
+    max_new_tokens: int = 16
+    history: list[Turn] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if type(self.max_new_tokens) is not int or not 1 <= self.max_new_tokens <= 256:
+            raise InputError(f"max_new_tokens must be an integer in 1..256, got {self.max_new_tokens!r}")
+
+    def ask(self, question: str) -> Iterator[Any]:
+        """Stream the growing Prediction for `question`; the finished turn joins the history.
+
+        Raises InputError for an empty or over-long question before anything is computed.
+        """
+        from geostrata.inference import check_question, stream_predict
+
+        question = check_question(question)
+        pred = None
+        for pred in stream_predict(self.loaded, self.image, question, max_new_tokens=self.max_new_tokens):
+            yield pred
+        self.history.append(Turn(question, pred))
+
+
+def open_session(image_path: str | Path, checkpoint: Path | None, max_new_tokens: int,
+                 console: Any) -> ChatSession:
+    """Read the image first (a bad file fails fast), then load (or first train) the model."""
+    from geostrata.data.images import read_image
+    from geostrata.inference import load_model
+
+    image = read_image(image_path)
+    loaded = load_model(ensure_checkpoint(checkpoint, console))
+    return ChatSession(loaded, image, str(image_path), max_new_tokens)
+
+
+def ensure_checkpoint(checkpoint: Path | None, console: Any) -> Path:
+    """An explicit checkpoint is used as given; the default one is trained first if missing."""
+    if checkpoint is not None:
+        return Path(checkpoint)
+    if (DEFAULT_CHECKPOINT / "model.safetensors").is_file():
+        return DEFAULT_CHECKPOINT
+    from geostrata.demo import run_demo
+
+    console.print(f"[yellow]no model at {DEFAULT_CHECKPOINT}: training the quick demo model "
+                  f"into {DEMO_OUT} first (a few minutes on a laptop CPU)[/]")
+    run_demo(DEMO_OUT, "quick")
+    return DEFAULT_CHECKPOINT
+
+
+def scene_classes(loaded: Any) -> list[str]:
+    """The synthetic scene classes of the model's training data (meta.json), else none."""
+    meta = Path(loaded.cfg.data.root) / "meta.json"
+    try:
+        return [str(c) for c in json.loads(meta.read_text(encoding="utf-8")).get("scene_classes", [])]
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+# ---- terminal rendering ------------------------------------------------------------------------
+def evidence_table(pred: Any) -> Any:
+    """One compact row per level: router weight (number and bar) and the cues with scores."""
+    from rich.table import Table
+
+    table = Table(box=None, show_header=True, header_style="bold dim", pad_edge=False)
+    for name in ("level", "router", "", "retrieved cues (score)"):
+        table.add_column(name)
+    for level in pred.router or pred.cues:
+        weight = pred.router.get(level, 0.0)
+        bar = "█" * round(weight * BAR_WIDTH)
+        cues = ", ".join(f"{c.name} [dim]({c.score:.2f})[/]" for c in pred.cues.get(level, []))
+        table.add_row(f"[cyan]{level}[/]", f"{weight:.2f}", f"[magenta]{bar}[/]", cues or "-")
+    return table
+
+
+def stream_turn(session: ChatSession, question: str, console: Any) -> Any:
+    """Ask, print the answer token by token, then the evidence; returns the final Prediction."""
+    console.print("[bold green]geostrata>[/] ", end="")
+    shown, pred = "", None
+    for pred in session.ask(question):
+        text = pred.answer
+        console.print(text[len(shown):] if text.startswith(shown) else f"\n{text}", end="",
+                      markup=False, highlight=False)
+        console.file.flush()
+        shown = text
+    console.print("" if shown else "[dim](empty answer)[/]")
+    console.print(evidence_table(pred))
+    return pred
+
+
+def show_history(session: ChatSession, console: Any) -> None:
+    for i, turn in enumerate(session.history, 1):
+        console.print(f"[dim]{i}.[/] {turn.question} [dim]->[/] {turn.prediction.answer or '(empty)'}",
+                      markup=True, highlight=False)
+
+
+def interactive(session: ChatSession, console: Any, read: Callable[[str], str] = input) -> None:
+    """Prompt loop until exit/quit or end of input; bad questions print a message and go on."""
+    console.print(f"[bold]Chatting about {session.source}[/] - type a question; "
+                  "`history` lists the turns, `exit` or Ctrl-D quits.")
+    while True:
+        try:
+            question = read("you> ")
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            return
+        if question.strip().lower() in EXIT_WORDS:
+            return
+        if question.strip().lower() == "history":
+            show_history(session, console)
+            continue
+        try:
+            stream_turn(session, question, console)
+        except GeoStrataError as exc:
+            console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
