@@ -85,9 +85,11 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Report folder (default MODEL_DIR/../report-eval).")] = None,
 ) -> None:
     """Evaluate a saved model: VQA per type and level (AA/OA, prior), scene classification."""
+    from geostrata.evaluate.sharding import init_from_env
     from geostrata.evaluate.suite import evaluate_session
     from geostrata.train.pipeline import open_session
 
+    init_from_env()  # under torchrun: evaluate shards in parallel, gather, rank 0 writes
     try:
         overrides = {"root": data, "kind": kind, "eval_split": split, "prefix": prefix}
         session = open_session(model_dir, {k: str(v) for k, v in overrides.items() if v is not None})

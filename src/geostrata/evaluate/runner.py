@@ -22,6 +22,7 @@ from geostrata.evaluate.metrics import (
     question_prior_accuracy,
     vqa_accuracy,
 )
+from geostrata.evaluate.sharding import sharded_map
 from geostrata.train.samples import SCENE_QUESTION, scene_answer
 
 Collate = Callable[[Sequence[dict[str, Any]]], dict[str, Any]]
@@ -53,16 +54,23 @@ def _model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, Any]
 def generate_answers(model: Any, tokenizer: Any, collate: Collate, records: Sequence[dict[str, Any]],
                      batch_size: int = 64, max_new_tokens: int = 8, show_progress: bool = True,
                      description: str = "Answering") -> list[str]:
-    """Greedy answers for `records` (collate must build prompts without answers)."""
+    """Greedy answers for `records` (collate must build prompts without answers); sharded over
+    the process group when there is one."""
     from rich.progress import track
 
     model.eval()
     device = next(model.parameters()).device
-    answers: list[str] = []
-    for chunk in track(_batches(records, batch_size), description=description, disable=not show_progress):
-        new_ids = model.generate(**_model_inputs(collate(chunk), device), max_new_tokens=max_new_tokens)
-        answers += [a.strip() for a in tokenizer.batch_decode(new_ids, skip_special_tokens=True)]
-    return answers
+
+    def run(share: Sequence[dict[str, Any]]) -> list[str]:
+        answers: list[str] = []
+        for chunk in track(_batches(share, batch_size), description=description,
+                           disable=not show_progress):
+            new_ids = model.generate(**_model_inputs(collate(chunk), device),
+                                     max_new_tokens=max_new_tokens)
+            answers += [a.strip() for a in tokenizer.batch_decode(new_ids, skip_special_tokens=True)]
+        return answers
+
+    return sharded_map(run, records)
 
 
 def evaluate_vqa(model: Any, tokenizer: Any, collate: Collate, records: Sequence[dict[str, Any]],
@@ -85,11 +93,16 @@ def evaluate_scenes(model: Any, tokenizer: Any, collate: Collate, images: Sequen
     records = [{"image_path": p, "question": SCENE_QUESTION, "answer": ""} for p in images]
     names = [scene_answer(c) for c in classes]
     device = next(model.parameters()).device
-    closed: list[str] = []
     model.eval()
-    for chunk in _batches(records, batch_size):
-        scores = model.score_candidates(_model_inputs(collate(chunk), device), names, tokenizer)
-        closed += [classes[i] for i in scores.argmax(dim=1).tolist()]
+
+    def score(share: Sequence[dict[str, Any]]) -> list[str]:
+        best: list[str] = []
+        for chunk in _batches(share, batch_size):
+            scores = model.score_candidates(_model_inputs(collate(chunk), device), names, tokenizer)
+            best += [classes[i] for i in scores.argmax(dim=1).tolist()]
+        return best
+
+    closed = sharded_map(score, records)
     texts = generate_answers(model, tokenizer, collate, records, batch_size, show_progress=show_progress,
                              description="Classifying scenes")
     mapper = ClassMapper(classes, knowledge, dataset)

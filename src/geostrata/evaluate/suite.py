@@ -21,6 +21,7 @@ from geostrata.evaluate.report import (
     write_report_md,
 )
 from geostrata.evaluate.runner import SceneEvaluation, evaluate_scenes, evaluate_vqa, unique_images
+from geostrata.evaluate.sharding import world
 
 NOT_VQA = ("caption", "instruct")  # free-text turns: no exact-match accuracy
 
@@ -50,17 +51,19 @@ class RunMetrics:
 def evaluate_session(session: Any, out_dir: str | Path, show_progress: bool = True) -> RunMetrics:
     """Run VQA and scene evaluation for `session` and write every artefact into `out_dir`."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     task, model, tok = session.task, session.model, session.processor.tokenizer
     batch = session.cfg.eval_batch_size
+    show_progress = show_progress and world()[0] == 0
     vqa_records = [r for r in task.eval if r["qtype"] not in NOT_VQA]
-    vqa = None
-    if vqa_records:
-        result = evaluate_vqa(model, tok, session.collator(False), vqa_records, task.train, batch,
-                              show_progress)
-        vqa = result.metrics
-        _write_predictions(out / "predictions.jsonl", result.predictions)
+    result = (evaluate_vqa(model, tok, session.collator(False), vqa_records, task.train, batch,
+                           show_progress) if vqa_records else None)
     scenes = _scene_eval(session, batch, show_progress)
+    vqa = result.metrics if result else None
+    if world()[0] != 0:  # every rank computed (sharded); only rank 0 writes
+        return RunMetrics(vqa, scenes, out / "report.md", out / "metrics.json")
+    out.mkdir(parents=True, exist_ok=True)
+    if result is not None:
+        _write_predictions(out / "predictions.jsonl", result.predictions)
     sections: dict[str, Any] = {"Run": _run_text(session)}
     if vqa is not None:
         sections["Visual question answering"] = vqa
