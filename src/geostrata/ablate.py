@@ -60,7 +60,14 @@ def run_ablation(out_dir: str | Path, variants: Sequence[str], seeds: Sequence[i
             summary = evaluate_session(result.session, run_dir / "report", show_progress).summary()
             runs.setdefault(variant, []).append(summary)
             prior = {k: v for k, v in summary.items() if k.startswith("prior_")}
+            _save(out / "ablation.json", runs, prior)  # partial results survive an interruption
     return AblationResult(runs, prior, time.perf_counter() - t0)
+
+
+def _save(path: Path, runs: dict[str, list[dict[str, float]]], prior: dict[str, float]) -> None:
+    from geostrata.evaluate.report import write_metrics_json
+
+    write_metrics_json(path, {"runs": runs, "prior": prior})
 
 
 def _slug(name: str) -> str:

@@ -103,19 +103,23 @@ def evaluate(
 def ablate(
     out: Annotated[Path, typer.Option(help="Folder for all runs.")] = Path("runs/ablate"),
     seeds: Annotated[int, typer.Option(help="Number of seeds (0..N-1).")] = 3,
-    quick: Annotated[bool, typer.Option("--quick", help="Use the quick demo profile.")] = False,
+    profile: Annotated[str, typer.Option(help="Size profile: ablate (default), quick or default.")] = "ablate",
     variant: Annotated[list[str] | None, typer.Option(help="Subset of variants (default: all).")] = None,
     table: Annotated[Path | None, typer.Option(help="Also write the markdown table here.")] = None,
 ) -> None:
     """Full model vs no-retrieval vs no-experts vs single-level vs the LLaVA baseline."""
     from geostrata.ablate import VARIANTS, markdown_table, run_ablation
 
+    from geostrata.demo import PROFILES
+
+    if profile not in PROFILES:
+        raise _fail(ValueError(f"unknown profile {profile!r}; known: {list(PROFILES)}"))
     chosen = variant or list(VARIANTS)
     unknown = [v for v in chosen if v not in VARIANTS]
     if unknown:
         raise _fail(ValueError(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}"))
     try:
-        result = run_ablation(out, chosen, list(range(seeds)), "quick" if quick else "default")
+        result = run_ablation(out, chosen, list(range(seeds)), profile)
     except GeoStrataError as exc:
         raise _fail(exc) from exc
     text = markdown_table(result)
