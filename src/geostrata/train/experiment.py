@@ -38,6 +38,7 @@ class DataConfig:
     image_ext: str | None = None  # RSVQA image extension (default .tif, .png for SYN)
     max_train: int = 0  # 0: all samples
     max_eval: int = 0
+    dataset: str = ""  # label-map table of the knowledge base (ucmerced, aid, ...); folder kind
     captions: bool = True  # add "Describe the image." turns where captions exist (synthetic)
 
     def __post_init__(self) -> None:

@@ -104,7 +104,7 @@ def _folder(cfg: DataConfig) -> TaskData:
 
     train_ds, eval_ds = split(cfg.train_split), split(cfg.eval_split)
     truths = {r["image_path"]: Truth(scene=r["label"]) for r in train_ds.records + eval_ds.records}
-    dataset = Path(cfg.root).name.lower()
+    dataset = cfg.dataset or Path(cfg.root).name.lower()
     return TaskData(dataset, _scene_records(train_ds.records), _scene_records(eval_ds.records),
                     truths, {"scene": list(train_ds.classes)}, list(train_ds.classes))
 
