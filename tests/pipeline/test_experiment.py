@@ -42,3 +42,25 @@ def test_bad_yaml_names_the_problem(tmp_path, text, needle):
 def test_malformed_override():
     with pytest.raises(ConfigError, match="key.sub=value"):
         apply_overrides({}, ["no_equals_sign"])
+
+
+def test_a_real_preset_without_local_weights_fails_clearly():
+    from geostrata.model import GeoStrataConfig
+    from geostrata.train.pipeline import pretrained_tokenizer
+
+    cfg = GeoStrataConfig.from_preset("base")
+    with pytest.raises(ConfigError, match="not on this machine"):
+        pretrained_tokenizer(cfg)
+
+
+def test_a_local_llm_tokenizer_is_used_with_image_token(tmp_path):
+    from geostrata.model import GeoStrataConfig, train_tokenizer
+    from geostrata.train.pipeline import pretrained_tokenizer
+
+    train_tokenizer(["a harbor with ships", "a forest"], vocab_size=60).save_pretrained(tmp_path)
+    cfg = GeoStrataConfig.from_preset("tiny", text_name_or_path=str(tmp_path))
+    tok = pretrained_tokenizer(cfg)
+    assert tok.convert_tokens_to_ids("<image>") == cfg.image_token_id and tok.pad_token is not None
+    wrong = GeoStrataConfig.from_preset("tiny", text_name_or_path=str(tmp_path), image_token_id=7)
+    with pytest.raises(ConfigError, match="image_token_id=7"):
+        pretrained_tokenizer(wrong)

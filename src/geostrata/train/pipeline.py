@@ -65,19 +65,52 @@ def load_knowledge(source: str) -> Any:
 
 
 def build_processor(cfg: ExperimentConfig, task: TaskData, knowledge: Any, model_cfg: Any) -> Any:
-    """Tokenizer (trained locally on the run's text, or the LLM's own) + image processor."""
+    """Tokenizer (the pretrained LLM's own, or one trained locally on the run's text) + images."""
     from geostrata.model import GeoStrataProcessor, train_tokenizer
 
-    corpus = task.corpus() + [e.name for e in knowledge.entries]
-    tokenizer = train_tokenizer(corpus, vocab_size=cfg.tokenizer_vocab)
+    if model_cfg.text_name_or_path:
+        tokenizer = pretrained_tokenizer(model_cfg)
+    else:
+        corpus = task.corpus() + [e.name for e in knowledge.entries]
+        tokenizer = train_tokenizer(corpus, vocab_size=cfg.tokenizer_vocab)
     return GeoStrataProcessor(tokenizer, image_size=model_cfg.image_size,
                               num_image_tokens=model_cfg.num_image_tokens,
+                              mean=model_cfg.image_mean, std=model_cfg.image_std,
                               question_encoder=knowledge.encode_text)
+
+
+def pretrained_tokenizer(model_cfg: Any) -> Any:
+    """The real LLM's tokenizer from a local folder or the local HF cache, with `<image>` added."""
+    from transformers import AutoTokenizer
+
+    from geostrata.errors import ConfigError
+    from geostrata.model.vision import _local_path
+
+    for name in (model_cfg.text_name_or_path, model_cfg.vision_name_or_path):
+        if name and _local_path(name) is None:
+            raise ConfigError(
+                f"pretrained weights {name!r} are not on this machine (nothing is downloaded): "
+                "fetch them where a hub is reachable and set model.text_name_or_path / "
+                "model.vision_name_or_path to the local folders"
+            )
+    tokenizer = AutoTokenizer.from_pretrained(_local_path(model_cfg.text_name_or_path))
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    if image_id != model_cfg.image_token_id:
+        raise ConfigError(f"the tokenizer gives <image> id {image_id}, the config expects "
+                          f"image_token_id={model_cfg.image_token_id}")
+    return tokenizer
 
 
 def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
     """Build data, knowledge base, processor and model (and cache frozen-tower features)."""
-    from geostrata.model import GeoStrataConfig, GeoStrataForConditionalGeneration, GeoStrataProcessor
+    from geostrata.model import (
+        GeoStrataConfig,
+        GeoStrataForConditionalGeneration,
+        GeoStrataProcessor,
+    )
 
     task = load_task(cfg.data)
     knowledge = load_knowledge(cfg.knowledge)
@@ -90,7 +123,9 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
         processor = build_processor(cfg, task, knowledge, model_cfg)  # deterministic on every rank
         if is_main_process():
             processor.save_pretrained(out / PROCESSOR_DIR)
-    model_cfg = GeoStrataConfig.from_preset(cfg.preset, vocab_size=len(processor.tokenizer), **cfg.model)
+    if not model_cfg.text_name_or_path:  # a locally trained tokenizer sets the vocabulary
+        model_cfg = GeoStrataConfig.from_preset(cfg.preset, vocab_size=len(processor.tokenizer),
+                                                **cfg.model)
     torch.manual_seed(cfg.seed)
     model = GeoStrataForConditionalGeneration(model_cfg)
     model.attach_knowledge(knowledge)
