@@ -57,7 +57,7 @@ def test_a_local_llm_tokenizer_is_used_with_image_token(tmp_path):
     from geostrata.model import GeoStrataConfig, train_tokenizer
     from geostrata.train.pipeline import pretrained_tokenizer
 
-    train_tokenizer(["a harbor with ships", "a forest"], vocab_size=60).save_pretrained(tmp_path)
+    train_tokenizer(["a harbor with ships", "a forest"], vocab_size=200).save_pretrained(tmp_path)
     cfg = GeoStrataConfig.from_preset("tiny", text_name_or_path=str(tmp_path))
     tok = pretrained_tokenizer(cfg)
     assert tok.convert_tokens_to_ids("<image>") == cfg.image_token_id and tok.pad_token is not None
