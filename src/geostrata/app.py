@@ -43,14 +43,23 @@ class AppLimits:
     def __post_init__(self) -> None:
         from geostrata.inference import MAX_QUESTION_CHARS
 
-        for name in ("max_file_bytes", "max_pixels", "max_question_chars", "max_new_tokens",
-                     "concurrency", "queue_size", "top_classes"):
+        for name in (
+            "max_file_bytes",
+            "max_pixels",
+            "max_question_chars",
+            "max_new_tokens",
+            "concurrency",
+            "queue_size",
+            "top_classes",
+        ):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise ConfigError(f"AppLimits.{name} must be a positive integer, got {value!r}")
         if self.max_question_chars > MAX_QUESTION_CHARS:
-            raise ConfigError(f"AppLimits.max_question_chars={self.max_question_chars} exceeds the "
-                              f"inference limit {MAX_QUESTION_CHARS}")
+            raise ConfigError(
+                f"AppLimits.max_question_chars={self.max_question_chars} exceeds the "
+                f"inference limit {MAX_QUESTION_CHARS}"
+            )
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,7 @@ class AnswerView:
     done: bool = False  # the last update of a request
 
 
-def demo_samples(data_dir: Path, count: int = 6) -> list[Sample]:
+def demo_samples(data_dir: Path, count: int = 8) -> list[Sample]:
     """A few held-out images of the synthetic data, one per scene class where possible."""
     annotations = Path(data_dir) / "annotations" / "test.jsonl"
     if not annotations.is_file():
@@ -89,7 +98,7 @@ def demo_samples(data_dir: Path, count: int = 6) -> list[Sample]:
         record = json.loads(line) if line.strip() else {}
         scene, image = record.get("scene"), record.get("image")
         if scene and image and scene not in samples and (Path(data_dir) / image).is_file():
-            samples[scene] = Sample(Path(data_dir) / image, f"{scene.replace('_', ' ')} #{record.get('id')}")
+            samples[scene] = Sample(Path(data_dir) / image, scene.replace("_", " "))
         if len(samples) == count:
             break
     return list(samples.values())
@@ -114,10 +123,14 @@ class Handlers:
         path = Path(path)
         size = path.stat().st_size if path.is_file() else 0
         if size > self.limits.max_file_bytes:
-            raise InputError(f"{path.name} is {size / 2**20:.1f} MB; the limit is "
-                             f"{self.limits.max_file_bytes / 2**20:.0f} MB")
+            raise InputError(
+                f"{path.name} is {size / 2**20:.1f} MB; the limit is "
+                f"{self.limits.max_file_bytes / 2**20:.0f} MB"
+            )
         if path.suffix.lower() not in IMAGE_TYPES:
-            raise InputError(f"{path.name}: not a supported image type (use {', '.join(IMAGE_TYPES)})")
+            raise InputError(
+                f"{path.name}: not a supported image type (use {', '.join(IMAGE_TYPES)})"
+            )
         return read_image(path, max_pixels=self.limits.max_pixels)
 
     def preview(self, path: str | Path | None) -> ImageView:
@@ -136,12 +149,20 @@ class Handlers:
         try:
             question = check_question(question or "")
             if len(question) > self.limits.max_question_chars:
-                raise InputError(f"the question has {len(question)} characters; the limit is "
-                                 f"{self.limits.max_question_chars}")
+                raise InputError(
+                    f"the question has {len(question)} characters; the limit is "
+                    f"{self.limits.max_question_chars}"
+                )
             image = self.read(path)
             view = AnswerView()
-            for pred in stream_predict(self.loaded, image, question, self.classes,
-                                       self.limits.max_new_tokens, self.limits.top_classes):
+            for pred in stream_predict(
+                self.loaded,
+                image,
+                question,
+                self.classes,
+                self.limits.max_new_tokens,
+                self.limits.top_classes,
+            ):
                 view = _answer_view(pred)
                 yield view
             view.done = True
@@ -150,7 +171,9 @@ class Handlers:
             yield AnswerView(message=_error(_short(exc)), done=True)
         except Exception:  # the boundary of a request: log it, tell the user, keep serving
             logger.exception("request failed: question %r, image %s", question, path)
-            yield AnswerView(message=_error("internal error while answering (see the server log)"), done=True)
+            yield AnswerView(
+                message=_error("internal error while answering (see the server log)"), done=True
+            )
 
 
 def _short(exc: Exception) -> str:
@@ -165,8 +188,9 @@ def _answer_view(pred: Any) -> AnswerView:
 
 
 # ---- Gradio wiring -----------------------------------------------------------------------------
-def build_app(loaded: Any, samples: list[Sample], limits: AppLimits,
-              classes: list[str] | None = None) -> Any:
+def build_app(
+    loaded: Any, samples: list[Sample], limits: AppLimits, classes: list[str] | None = None
+) -> Any:
     """The Blocks page, queued with the limits' concurrency bounds (launch with `launch_app`).
 
     `classes`: the scene classes to rank (default: the synthetic ones from the data's meta.json).
@@ -177,9 +201,11 @@ def build_app(loaded: Any, samples: list[Sample], limits: AppLimits,
 
     handlers = Handlers(loaded, limits, scene_classes(loaded) if classes is None else classes)
     with gr.Blocks(title="GeoStrata", analytics_enabled=False) as blocks:
-        gr.Markdown("## GeoStrata: ask about a remote-sensing image\nThe answer comes with its "
-                    "evidence: knowledge-base cues retrieved per semantic level, the router's "
-                    "weight on each level's expert, and the most likely scene classes.")
+        gr.Markdown(
+            "## GeoStrata: ask about a remote-sensing image\nThe answer comes with its "
+            "evidence: knowledge-base cues retrieved per semantic level, the router's "
+            "weight on each level's expert, and the most likely scene classes."
+        )
         with gr.Row():
             image = _image_column(gr, samples)
             question, ask, out = _answer_column(gr, limits)
@@ -188,8 +214,15 @@ def build_app(loaded: Any, samples: list[Sample], limits: AppLimits,
     return blocks
 
 
-def _wire(gr: Any, handlers: Handlers, samples: list[Sample], image: tuple[Any, Any, Any],
-          question: Any, ask: Any, out: list[Any]) -> None:
+def _wire(
+    gr: Any,
+    handlers: Handlers,
+    samples: list[Sample],
+    image: tuple[Any, Any, Any],
+    question: Any,
+    ask: Any,
+    out: list[Any],
+) -> None:
     """Events: a sample pick fills the upload, an upload is previewed, Ask (or Enter) streams."""
     upload, preview, gallery = image
 
@@ -212,31 +245,65 @@ def _wire(gr: Any, handlers: Handlers, samples: list[Sample], image: tuple[Any, 
 
 def _image_column(gr: Any, samples: list[Sample]) -> tuple[Any, Any, Any]:
     with gr.Column(scale=2, min_width=300):
-        upload = gr.File(label="Image (PNG, JPEG or GeoTIFF)", file_types=IMAGE_TYPES,
-                         type="filepath", elem_id="geostrata-upload", height=120)
-        preview = gr.Image(label="What the model sees", interactive=False, height=280,
-                           elem_id="geostrata-preview")
-        gallery = gr.Gallery([(str(s.path), s.caption) for s in samples], label="...or pick a sample",
-                             columns=6, height=130, allow_preview=False, interactive=False,
-                             elem_id="geostrata-samples", visible=bool(samples))
+        upload = gr.File(
+            label="Image (PNG, JPEG or GeoTIFF)",
+            file_types=IMAGE_TYPES,
+            type="filepath",
+            elem_id="geostrata-upload",
+            height=120,
+        )
+        preview = gr.Image(
+            label="What the model sees", interactive=False, height=280, elem_id="geostrata-preview"
+        )
+        gallery = gr.Gallery(
+            [(str(s.path), s.caption) for s in samples],
+            label="...or pick a sample",
+            columns=4,
+            height=250,
+            allow_preview=False,
+            interactive=False,
+            buttons=[],
+            elem_id="geostrata-samples",
+            visible=bool(samples),
+        )
     return upload, preview, gallery
 
 
 def _answer_column(gr: Any, limits: AppLimits) -> tuple[Any, Any, list[Any]]:
     with gr.Column(scale=3, min_width=400):
         with gr.Row(equal_height=True):
-            question = gr.Textbox(label="Question", placeholder="Is there a ship?", scale=4,
-                                  max_length=limits.max_question_chars, elem_id="geostrata-question")
+            question = gr.Textbox(
+                label="Question",
+                placeholder="Is there a ship?",
+                scale=4,
+                max_length=limits.max_question_chars,
+                elem_id="geostrata-question",
+            )
             ask = gr.Button("Ask", variant="primary", scale=1, elem_id="geostrata-ask")
         error = gr.Markdown(elem_id=ERROR_ID)
         answer = gr.Markdown(label="Answer", elem_id=ANSWER_ID, container=True)
         with gr.Row():
-            router = gr.BarPlot(x="level", y="weight", y_lim=[0, 1], label="Router weight per level",
-                                height=200, elem_id="geostrata-router")
-            classes = gr.Label(num_top_classes=limits.top_classes, label="Top scene classes",
-                               elem_id="geostrata-classes")
-        cues = gr.Dataframe(headers=["level", "cues"], label="Retrieved knowledge-base cues (best first)",
-                            interactive=False, elem_id=CUES_ID, wrap=True, column_widths=["15%", "85%"])
+            router = gr.BarPlot(
+                x="level",
+                y="weight",
+                y_lim=[0, 1],
+                label="Router weight per level",
+                height=200,
+                elem_id="geostrata-router",
+            )
+            classes = gr.Label(
+                num_top_classes=limits.top_classes,
+                label="Top scene classes",
+                elem_id="geostrata-classes",
+            )
+        cues = gr.Dataframe(
+            headers=["level", "cues"],
+            label="Retrieved knowledge-base cues (best first)",
+            interactive=False,
+            elem_id=CUES_ID,
+            wrap=True,
+            column_widths=["15%", "85%"],
+        )
     return question, ask, [answer, cues, router, classes, error]
 
 
@@ -256,23 +323,50 @@ def _answer_outputs(view: AnswerView) -> tuple[Any, ...]:
 
         gr.Warning(view.message.strip("*⚠ "))
     router = pd.DataFrame({"level": list(view.router), "weight": list(view.router.values())})
-    cues = pd.DataFrame([[level, " · ".join(f"{name} ({score:.2f})" for name, score in found)]
-                         for level, found in view.cues.items()], columns=["level", "cues"])
+    cues = pd.DataFrame(
+        [
+            [level, " · ".join(f"{name} ({score:.2f})" for name, score in found)]
+            for level, found in view.cues.items()
+        ],
+        columns=["level", "cues"],
+    )
+    return _answer_text(view), cues, router, view.classes or None, view.message
+
+
+def _answer_text(view: AnswerView) -> str:
+    """'Answer: yes' when done, with a trailing ellipsis while tokens are still coming."""
     if view.message:
-        answer = ""
-    else:
-        answer = f"Answer: {view.answer or ('(no answer)' if view.done else '')}{'' if view.done else ' …'}"
-    return answer, cues, router, view.classes or None, view.message
+        return ""
+    if view.done:
+        return f"Answer: {view.answer or '(no answer)'}"
+    return f"Answer: {view.answer} …"
 
 
-def launch_app(blocks: Any, limits: AppLimits, samples: list[Sample], host: str = "127.0.0.1",
-               port: int = 7860, block: bool = True) -> Any:
+def launch_app(
+    blocks: Any,
+    limits: AppLimits,
+    samples: list[Sample],
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    block: bool = True,
+) -> Any:
     """Start the server (blocking unless block=False); only the sample folders are served."""
     import gradio as gr
 
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                              font_mono=["ui-monospace", "monospace"])  # no web fonts: offline
-    return blocks.launch(server_name=host, server_port=port, max_file_size=limits.max_file_bytes,
-                         allowed_paths=sorted({str(s.path.parent.resolve()) for s in samples}),
-                         prevent_thread_lock=not block, quiet=not block, show_error=False,
-                         share=False, inbrowser=False, ssr_mode=False, theme=theme, css=CSS)
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )  # no web fonts: offline
+    return blocks.launch(
+        server_name=host,
+        server_port=port,
+        max_file_size=limits.max_file_bytes,
+        allowed_paths=sorted({str(s.path.parent.resolve()) for s in samples}),
+        prevent_thread_lock=not block,
+        quiet=not block,
+        show_error=False,
+        share=False,
+        inbrowser=False,
+        ssr_mode=False,
+        theme=theme,
+        css=CSS,
+    )

@@ -41,24 +41,34 @@ class ChatSession:
 
     def __post_init__(self) -> None:
         if type(self.max_new_tokens) is not int or not 1 <= self.max_new_tokens <= 256:
-            raise InputError(f"max_new_tokens must be an integer in 1..256, got {self.max_new_tokens!r}")
+            raise InputError(
+                f"max_new_tokens must be an integer in 1..256, got {self.max_new_tokens!r}"
+            )
 
     def ask(self, question: str) -> Iterator[Any]:
         """Stream the growing Prediction for `question`; the finished turn joins the history.
 
-        Raises InputError for an empty or over-long question before anything is computed.
+        Raises InputError for an empty or over-long question here, before anything is computed
+        or printed (the streaming itself is lazy).
         """
-        from geostrata.inference import check_question, stream_predict
+        from geostrata.inference import check_question
 
-        question = check_question(question)
+        return self._stream(check_question(question))
+
+    def _stream(self, question: str) -> Iterator[Any]:
+        from geostrata.inference import stream_predict
+
         pred = None
-        for pred in stream_predict(self.loaded, self.image, question, max_new_tokens=self.max_new_tokens):
+        for pred in stream_predict(
+            self.loaded, self.image, question, max_new_tokens=self.max_new_tokens
+        ):
             yield pred
         self.history.append(Turn(question, pred))
 
 
-def open_session(image_path: str | Path, checkpoint: Path | None, max_new_tokens: int,
-                 console: Any) -> ChatSession:
+def open_session(
+    image_path: str | Path, checkpoint: Path | None, max_new_tokens: int, console: Any
+) -> ChatSession:
     """Read the image first (a bad file fails fast), then load (or first train) the model."""
     from geostrata.data.images import read_image
     from geostrata.inference import load_model
@@ -76,8 +86,10 @@ def ensure_checkpoint(checkpoint: Path | None, console: Any) -> Path:
         return DEFAULT_CHECKPOINT
     from geostrata.demo import run_demo
 
-    console.print(f"[yellow]no model at {DEFAULT_CHECKPOINT}: training the quick demo model "
-                  f"into {DEMO_OUT} first (a few minutes on a laptop CPU)[/]")
+    console.print(
+        f"[yellow]no model at {DEFAULT_CHECKPOINT}: training the quick demo model "
+        f"into {DEMO_OUT} first (a few minutes on a laptop CPU)[/]"
+    )
     run_demo(DEMO_OUT, "quick")
     return DEFAULT_CHECKPOINT
 
@@ -86,7 +98,9 @@ def scene_classes(loaded: Any) -> list[str]:
     """The synthetic scene classes of the model's training data (meta.json), else none."""
     meta = Path(loaded.cfg.data.root) / "meta.json"
     try:
-        return [str(c) for c in json.loads(meta.read_text(encoding="utf-8")).get("scene_classes", [])]
+        return [
+            str(c) for c in json.loads(meta.read_text(encoding="utf-8")).get("scene_classes", [])
+        ]
     except (OSError, ValueError, AttributeError):
         return []
 
@@ -94,6 +108,7 @@ def scene_classes(loaded: Any) -> list[str]:
 # ---- terminal rendering ------------------------------------------------------------------------
 def evidence_table(pred: Any) -> Any:
     """One compact row per level: router weight (number and bar) and the cues with scores."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(box=None, show_header=True, header_style="bold dim", pad_edge=False)
@@ -102,19 +117,26 @@ def evidence_table(pred: Any) -> Any:
     for level in pred.router or pred.cues:
         weight = pred.router.get(level, 0.0)
         bar = "█" * round(weight * BAR_WIDTH)
-        cues = ", ".join(f"{c.name} [dim]({c.score:.2f})[/]" for c in pred.cues.get(level, []))
+        cues = ", ".join(
+            f"{escape(c.name)} [dim]({c.score:.2f})[/]" for c in pred.cues.get(level, [])
+        )
         table.add_row(f"[cyan]{level}[/]", f"{weight:.2f}", f"[magenta]{bar}[/]", cues or "-")
     return table
 
 
 def stream_turn(session: ChatSession, question: str, console: Any) -> Any:
     """Ask, print the answer token by token, then the evidence; returns the final Prediction."""
+    steps = session.ask(question)  # a bad question raises here, before the prompt is printed
     console.print("[bold green]geostrata>[/] ", end="")
     shown, pred = "", None
-    for pred in session.ask(question):
+    for pred in steps:
         text = pred.answer
-        console.print(text[len(shown):] if text.startswith(shown) else f"\n{text}", end="",
-                      markup=False, highlight=False)
+        console.print(
+            text[len(shown) :] if text.startswith(shown) else f"\n{text}",
+            end="",
+            markup=False,
+            highlight=False,
+        )
         console.file.flush()
         shown = text
     console.print("" if shown else "[dim](empty answer)[/]")
@@ -123,15 +145,21 @@ def stream_turn(session: ChatSession, question: str, console: Any) -> Any:
 
 
 def show_history(session: ChatSession, console: Any) -> None:
+    from rich.markup import escape
+
     for i, turn in enumerate(session.history, 1):
-        console.print(f"[dim]{i}.[/] {turn.question} [dim]->[/] {turn.prediction.answer or '(empty)'}",
-                      markup=True, highlight=False)
+        answer = escape(turn.prediction.answer) or "(empty)"
+        console.print(f"[dim]{i}.[/] {escape(turn.question)} [dim]->[/] {answer}", highlight=False)
 
 
 def interactive(session: ChatSession, console: Any, read: Callable[[str], str] = input) -> None:
     """Prompt loop until exit/quit or end of input; bad questions print a message and go on."""
-    console.print(f"[bold]Chatting about {session.source}[/] - type a question; "
-                  "`history` lists the turns, `exit` or Ctrl-D quits.")
+    from rich.markup import escape
+
+    console.print(
+        f"[bold]Chatting about {escape(session.source)}[/] - type a question; "
+        "`history` lists the turns, `exit` or Ctrl-D quits."
+    )
     while True:
         try:
             question = read("you> ")
@@ -146,4 +174,4 @@ def interactive(session: ChatSession, console: Any, read: Callable[[str], str] =
         try:
             stream_turn(session, question, console)
         except GeoStrataError as exc:
-            console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+            console.print("[red]error:[/]", escape(str(exc)), highlight=False)

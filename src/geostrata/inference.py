@@ -116,7 +116,8 @@ def stream_predict(loaded: LoadedModel, image: np.ndarray | str | Path, question
     yield replace(pred, class_probs=_class_probs(loaded, image, classes, top_classes))
 
 
-def _greedy_text(loaded: LoadedModel, out: Any, mask: torch.Tensor, max_new_tokens: int) -> Iterator[str]:
+def _greedy_text(loaded: LoadedModel, out: Any, mask: torch.Tensor,
+                 max_new_tokens: int) -> Iterator[str]:
     """Greedy decoding from a prompt's forward output; yields the decoded answer after each token.
 
     The whole answer is decoded each step (not token by token) so word-piece spacing comes out
@@ -125,16 +126,16 @@ def _greedy_text(loaded: LoadedModel, out: Any, mask: torch.Tensor, max_new_toke
     tokenizer, eos = loaded.processor.tokenizer, loaded.model.config.text_config.eos_token_id
     stop = set(eos) if isinstance(eos, list | tuple) else {eos}
     ids: list[int] = []
-    for step in range(max_new_tokens):
-        if step:  # feed the previous token through the cached prompt
-            mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)  # (1, T + step)
-            out = loaded.model(input_ids=next_id[:, None], attention_mask=mask,  # ids (1, 1)
-                               past_key_values=out.past_key_values, use_cache=True)
-        next_id = out.logits[:, -1].argmax(dim=-1)  # (1,)
-        if int(next_id) in stop:
-            return
+    next_id = out.logits[:, -1].argmax(dim=-1)  # (1,)
+    while int(next_id) not in stop and len(ids) < max_new_tokens:
         ids.append(int(next_id))
         yield tokenizer.decode(ids, skip_special_tokens=True).strip()
+        if len(ids) == max_new_tokens:
+            return
+        mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)  # (1, T + n)
+        out = loaded.model(input_ids=next_id[:, None], attention_mask=mask,  # ids (1, 1)
+                           past_key_values=out.past_key_values, use_cache=True)
+        next_id = out.logits[:, -1].argmax(dim=-1)  # (1,)
 
 
 def _batch(loaded: LoadedModel, image: np.ndarray, question: str) -> dict[str, torch.Tensor]:

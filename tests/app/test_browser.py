@@ -1,4 +1,4 @@
-"""End to end in headless Chromium: upload, ask, read the answer and cues; a corrupt upload explains.
+"""End to end in headless Chromium: upload, ask, read answer and cues; a corrupt upload explains.
 
 Needs Debian's chromium + chromium-driver (`bash scripts/install_browser.sh`); skipped without them.
 GEOSTRATA_APP_CHECKPOINT=<model dir> serves that model instead of the tiny test one, and
@@ -13,12 +13,29 @@ from pathlib import Path
 
 import pytest
 
-from geostrata.app import ANSWER_ID, CUES_ID, ERROR_ID, AppLimits, build_app, demo_samples, launch_app
+from geostrata.app import (
+    ANSWER_ID,
+    CUES_ID,
+    ERROR_ID,
+    AppLimits,
+    build_app,
+    demo_samples,
+    launch_app,
+)
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1400,1000", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+    "--hide-scrollbars",
+]
 WAIT_S = 30  # per step; a step normally takes well under a second
 
 
@@ -63,7 +80,9 @@ def _upload(driver, wait, path: Path) -> None:
     clear = driver.find_elements(By.CSS_SELECTOR, "#geostrata-upload button[aria-label='Clear']")
     if clear:  # a file is already there: its input comes back once cleared
         clear[0].click()
-    field = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#geostrata-upload input[type=file]")))
+    field = wait.until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, "#geostrata-upload input[type=file]"))
+    )
     field.send_keys(str(path.resolve()))
 
 
@@ -83,7 +102,10 @@ def test_upload_ask_read_then_corrupt_upload(browser, server, tmp_path, corrupt_
     harbor = next((s for s in samples if s.caption.startswith("harbor")), samples[0])
     _upload(browser, wait, harbor.path)
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#geostrata-preview img"))
-    browser.find_element(By.CSS_SELECTOR, "#geostrata-question textarea").send_keys("Is there a ship?")
+    question = (
+        "Is there a ship?" if harbor.caption.startswith("harbor") else "What type of scene is this?"
+    )
+    browser.find_element(By.CSS_SELECTOR, "#geostrata-question textarea").send_keys(question)
     browser.find_element(By.ID, "geostrata-ask").click()
     wait.until(lambda d: "Answer:" in _text(d, ANSWER_ID) and "…" not in _text(d, ANSWER_ID))
     levels = ("scene", "region", "object")
@@ -103,5 +125,10 @@ def test_upload_ask_read_then_corrupt_upload(browser, server, tmp_path, corrupt_
     browser.find_element(By.ID, "geostrata-ask").click()  # asking about it: refused, answer cleared
     wait.until(lambda d: not _text(d, ANSWER_ID) and "corrupt.png" in _text(d, ERROR_ID))
 
-    browser.find_elements(By.CSS_SELECTOR, "#geostrata-samples button")[0].click()  # the server still serves
-    wait.until(lambda d: not _text(d, ERROR_ID) and d.find_elements(By.CSS_SELECTOR, "#geostrata-preview img"))
+    thumbnails = browser.find_elements(By.CSS_SELECTOR, "#geostrata-samples button.thumbnail-item")
+    thumbnails[0].click()  # picking a sample: the server still serves, the error goes away
+    wait.until(
+        lambda d: (
+            not _text(d, ERROR_ID) and d.find_elements(By.CSS_SELECTOR, "#geostrata-preview img")
+        )
+    )

@@ -25,10 +25,21 @@ def test_one_shot_prints_answer_and_cues(trained_model_dir, loaded, sample_png, 
     elif fmt == "tiff":  # a 16-bit 4-band GeoTIFF-like stack goes through the band policy
         image = tmp_path / "sample.tif"
         rgb = read_image(sample_png).astype(np.uint16) * 64
-        tifffile.imwrite(image, np.concatenate([rgb, rgb[:, :, :1]], axis=2), photometric="rgb",
-                         extrasamples=["unspecified"])
-    result = _chat(str(image), "--question", "Is there a ship?", "--checkpoint", str(trained_model_dir),
-                   "--max-new-tokens", "4")
+        tifffile.imwrite(
+            image,
+            np.concatenate([rgb, rgb[:, :, :1]], axis=2),
+            photometric="rgb",
+            extrasamples=["unspecified"],
+        )
+    result = _chat(
+        str(image),
+        "--question",
+        "Is there a ship?",
+        "--checkpoint",
+        str(trained_model_dir),
+        "--max-new-tokens",
+        "4",
+    )
     assert result.exit_code == 0, result.output
     assert "geostrata>" in result.output
     flat = " ".join(result.output.split())  # table cells may wrap
@@ -51,7 +62,9 @@ def test_one_shot_empty_question_exits_1(trained_model_dir, sample_png):
 
 
 def test_one_shot_corrupt_image_names_the_file(trained_model_dir, corrupt_png):
-    result = _chat(str(corrupt_png), "--question", "Is there a ship?", "--checkpoint", str(trained_model_dir))
+    result = _chat(
+        str(corrupt_png), "--question", "Is there a ship?", "--checkpoint", str(trained_model_dir)
+    )
     assert result.exit_code == 1
     assert str(corrupt_png) in result.output and "error" in result.output
     assert len(result.output.strip().splitlines()) == 1  # one clear line, no traceback
@@ -82,3 +95,20 @@ def test_interactive_ends_on_ctrl_d(loaded, sample_png):
 
     interactive(session, console, read=eof)
     assert session.history == []
+
+
+def test_default_checkpoint_is_trained_when_missing(tmp_path, monkeypatch):
+    import geostrata.demo
+    from geostrata.chat import DEFAULT_CHECKPOINT, ensure_checkpoint
+
+    calls = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        geostrata.demo, "run_demo", lambda out, profile: calls.append((out, profile))
+    )
+    console = Console(record=True, width=200)
+    assert ensure_checkpoint(None, console) == DEFAULT_CHECKPOINT
+    assert calls == [(tmp_path.joinpath("runs/demo").relative_to(tmp_path), "quick")]
+    assert "no model at runs/demo/run/model" in console.export_text()
+    assert ensure_checkpoint(tmp_path / "mine", console) == tmp_path / "mine"  # explicit: as given
+    assert len(calls) == 1

@@ -40,7 +40,9 @@ def test_burst_is_answered_and_server_survives(served, sample_png):
 
     def ask(i: int) -> tuple[float, tuple]:
         t0 = time.perf_counter()
-        out = client.predict(handle_file(str(sample_png)), f"Is there a ship? ({i})", api_name="/ask")
+        out = client.predict(
+            handle_file(str(sample_png)), f"Is there a ship? ({i})", api_name="/ask"
+        )
         return time.perf_counter() - t0, out
 
     ask(-1)  # warm-up: first request pays lazy initialisation
@@ -50,8 +52,10 @@ def test_burst_is_answered_and_server_survives(served, sample_png):
     rss_after = process.memory_info().rss / 2**20
     latencies = sorted(t for t, _ in results)
     p50, p95 = statistics.median(latencies), latencies[int(0.95 * (len(latencies) - 1))]
-    print(f"\nburst {BURST} requests, {PARALLEL} at a time: p50 {p50:.2f}s p95 {p95:.2f}s; "
-          f"RSS {rss_before:.0f} -> {rss_after:.0f} MB")
+    print(
+        f"\nburst {BURST} requests, {PARALLEL} at a time: p50 {p50:.2f}s p95 {p95:.2f}s; "
+        f"RSS {rss_before:.0f} -> {rss_after:.0f} MB"
+    )
     for _, (answer, cues, _router, _classes, error) in results:
         assert not error, error
         assert answer.startswith("Answer:") and cues["data"]  # answered, with cues

@@ -29,7 +29,9 @@ def _fail(exc: Exception) -> typer.Exit:
 
 def chat(
     image: Annotated[Path, typer.Argument(help="PNG, JPEG or GeoTIFF image to ask about.")],
-    question: Annotated[str | None, typer.Option("--question", "-q", help="Ask once and exit.")] = None,
+    question: Annotated[
+        str | None, typer.Option("--question", "-q", help="Ask once and exit.")
+    ] = None,
     checkpoint: Annotated[Path | None, typer.Option(help=CHECKPOINT_HELP)] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, max=256, help="Answer length bound.")] = 16,
 ) -> None:
@@ -54,7 +56,9 @@ def chat(
 
 def serve(
     checkpoint: Annotated[Path | None, typer.Option(help=CHECKPOINT_HELP)] = None,
-    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; 0.0.0.0 exposes it to the network.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 7860,
 ) -> None:
     """Serve the GeoStrata web app: upload or pick an image, ask, see answer, cues and routing."""
