@@ -45,7 +45,7 @@ PROFILES: dict[str, DemoProfile] = {
     "default": DemoProfile(n_train=1600, n_test=400, stage1_steps=80, stage2_steps=900),
     "quick": DemoProfile(n_train=300, n_test=60, stage1_steps=15, stage2_steps=120),
     # What `geostrata ablate` trains per (variant, seed): 15 runs must fit about an hour on 2 cores.
-    "ablate": DemoProfile(n_train=800, n_test=200, stage1_steps=40, stage2_steps=400),
+    "ablate": DemoProfile(n_train=800, n_test=200, stage1_steps=40, stage2_steps=300),
 }
 
 

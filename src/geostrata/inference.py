@@ -51,10 +51,17 @@ def load_model(path: str | Path, knowledge: Any = None, device: str = "cpu") -> 
     from geostrata.train.experiment import ExperimentConfig
     from geostrata.train.pipeline import load_knowledge
 
+    from geostrata.train.checkpoint import verify_safetensors
+
     path = Path(path)
-    if not (path / "model.safetensors").is_file() and not any(path.glob("model-*.safetensors")):
+    weights = sorted(path.glob("model*.safetensors"))
+    if not weights:
         raise CheckpointError(f"{path} holds no model.safetensors: not a saved GeoStrata model folder")
-    cfg = ExperimentConfig.from_yaml(path / CONFIG_FILE) if (path / CONFIG_FILE).is_file() else ExperimentConfig()
+    for file in weights:  # refuse a renamed pickle or a cut file before anything parses it
+        verify_safetensors(file)
+    if not (path / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{path} has weights but no {CONFIG_FILE}: an incomplete model folder")
+    cfg = ExperimentConfig.from_yaml(path / CONFIG_FILE)
     knowledge = knowledge if knowledge is not None else load_knowledge(cfg.knowledge)
     processor = GeoStrataProcessor.from_pretrained(path, question_encoder=knowledge.encode_text)
     model = GeoStrataForConditionalGeneration.from_pretrained(path, use_safetensors=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 
 from geostrata.errors import GeoStrataError
@@ -38,7 +38,8 @@ scalars = (
 )
 json_values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=6,
 )
 # YAML also allows non-string keys (ints, bools, null), which JSON cannot express.
@@ -90,8 +91,9 @@ def outcome(load: Callable[[], T], path: Path, *, line: bool = False,
     """Run `load`; a GeoStrataError must name `path` (with `:LINE` when `line`), and one of
     `names` when given. Any other exception type propagates and fails the test."""
     try:
-        return load()
+        result = load()
     except GeoStrataError as error:
+        event(f"rejected: {type(error).__name__}")  # --hypothesis-show-statistics counts these
         message = str(error)
         assert str(path) in message, f"error does not name {path}: {message}"
         if line:
@@ -99,3 +101,5 @@ def outcome(load: Callable[[], T], path: Path, *, line: bool = False,
         if names:
             assert any(str(name) in message for name in names), f"names none of {names}: {message}"
         return None
+    event("loaded")
+    return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -64,8 +65,7 @@ def test_cut_state_file_falls_back_to_previous_checkpoint(finished):
 def test_half_written_history_line_is_dropped_on_resume(finished):
     """A kill mid-append leaves half a JSON line; resume rewinds the file to whole entries."""
     out, want, first = finished
-    for step in (6,):
-        ck.shutil.rmtree(out / ck.checkpoint_dir_name(step))
+    shutil.rmtree(out / "step-00000006")  # killed after logging step 6, before its save
     with open(out / loop.HISTORY_FILE, "a", encoding="utf-8") as f:
         f.write('{"step": 7, "loss": 0.12')  # no newline: the write was cut
     model, result = _run(out, resume=True)
@@ -128,7 +128,8 @@ def test_model_folder_save_is_atomic(tmp_path):
     cfg = SimpleNamespace(output_dir=str(tmp_path), save=lambda p: Path(p).write_text("cfg"))
     good = SimpleNamespace(cfg=cfg, model=_Saver("model.safetensors"), processor=_Saver("tok"))
     folder = save_session(good)
-    assert sorted(p.name for p in folder.iterdir()) == ["experiment.yaml", "model.safetensors", "tok"]
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["experiment.yaml", "model.safetensors", "tok"]
     (folder / "model.safetensors").write_text("old")
     bad = SimpleNamespace(cfg=cfg, model=_Saver("model.safetensors"), processor=_Saver("tok", True))
     with pytest.raises(KeyboardInterrupt):

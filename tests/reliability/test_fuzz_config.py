@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -18,8 +19,17 @@ from hypothesis import strategies as st
 from geostrata.errors import ConfigError, GeoStrataError
 from geostrata.train.config import TrainConfig
 from geostrata.train.experiment import DataConfig, ExperimentConfig, apply_overrides
-from tests.reliability._fuzz import FUZZ, damage_bytes, mutate_tree, outcome, text_noise, yaml_keys, yaml_values
+from tests.reliability._fuzz import (
+    FUZZ,
+    damage_bytes,
+    mutate_tree,
+    outcome,
+    text_noise,
+    yaml_keys,
+    yaml_values,
+)
 
+pytestmark = pytest.mark.timeout(120)  # small inputs: a hang fails fast
 TRAIN_FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 DATA_FIELDS = [f.name for f in dataclasses.fields(DataConfig)]
 EXPERIMENT_FIELDS = [f.name for f in dataclasses.fields(ExperimentConfig)]
@@ -109,8 +119,8 @@ def test_valid_experiment_loads(tmp_path):
     _check_experiment(ExperimentConfig.from_yaml(tmp_path / "experiment.yaml"), tmp_path)
 
 
-sections = st.sampled_from([("", EXPERIMENT_FIELDS), ("data", DATA_FIELDS), ("stage1", TRAIN_FIELDS),
-                            ("stage2", TRAIN_FIELDS)])
+sections = st.sampled_from([("", EXPERIMENT_FIELDS), ("data", DATA_FIELDS),
+                            ("stage1", TRAIN_FIELDS), ("stage2", TRAIN_FIELDS)])
 
 
 @FUZZ

@@ -23,6 +23,8 @@ from geostrata.data.targets import Truth
 from geostrata.errors import AnnotationError
 from tests.reliability._fuzz import FUZZ, damage_bytes, json_values, mutate_tree, outcome
 
+pytestmark = pytest.mark.timeout(120)  # small inputs: a hang fails fast
+
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -35,6 +36,7 @@ from tests.reliability._fuzz import (
     yaml_values,
 )
 
+pytestmark = pytest.mark.timeout(120)  # small inputs: a hang fails fast
 FIELDS = REQUIRED_FIELDS + LIST_FIELDS
 VALID = [
     {"id": "scene.port", "level": "scene", "name": "port", "description": "docks, moored ships",

@@ -123,6 +123,7 @@ def test_killed_pipeline_resumes_to_identical_model(tmp_path):
     killed_at = [_kill_in_stage2(data, out, logs, rng, KILLS - k, resume=k > 0)
                  for k in range(KILLS)]
     assert len(set(killed_at)) == KILLS and max(killed_at) < script.STAGE2_STEPS, (seed, killed_at)
+    print(f"GEOSTRATA_KILL_SEED={seed}: stage-2 kills after logged steps {killed_at}")
     _kill_in_eval(data, out, logs, rng)
     final = _launch(data, out, logs, "--resume", "--eval")
     assert final.wait(timeout=300) == 0, _tail(final)

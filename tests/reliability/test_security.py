@@ -55,9 +55,6 @@ def test_pickle_posing_as_safetensors_never_runs(model_copy, tmp_path, fmt):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="load_model lets safetensors' own SafetensorError out; "
-                   "fix in inference.py (not this helper's file): call "
-                   "geostrata.train.checkpoint.verify_safetensors on each weights file first")
 def test_pickle_posing_as_safetensors_gives_checkpoint_error(model_copy, tmp_path):
     from geostrata.inference import load_model
 
@@ -150,16 +147,19 @@ def unsafe_calls(source: str, filename: str = "<src>") -> list[str]:
             if name in ("pickle.load", "pickle.loads", "pickle.Unpickler", "dill.load",
                         "yaml.load", "yaml.unsafe_load", "yaml.full_load", "marshal.loads"):
                 found.append(f"{where}: {name}")
-            if isinstance(node.func, ast.Name) and name in ("eval", "exec", "compile", "__import__"):
+            builtin = isinstance(node.func, ast.Name)
+            if builtin and name in ("eval", "exec", "compile", "__import__"):
                 found.append(f"{where}: builtin {name}()")
             if _keyword_true(node, "trust_remote_code") or _keyword_true(node, "allow_pickle"):
                 found.append(f"{where}: {name}(trust_remote_code/allow_pickle=True)")
         if isinstance(node, ast.arguments):
-            names = [a.arg for a in node.args + node.kwonlyargs]
-            defaults = [None] * (len(node.args) - len(node.defaults)) + list(node.defaults)
+            positional = node.posonlyargs + node.args
+            names = [a.arg for a in positional + node.kwonlyargs]
+            defaults = [None] * (len(positional) - len(node.defaults)) + list(node.defaults)
             defaults += list(node.kw_defaults)
             for arg, default in zip(names, defaults, strict=True):
-                if arg in ("trust_remote_code", "weights_only") and isinstance(default, ast.Constant):
+                risky = arg in ("trust_remote_code", "weights_only")
+                if risky and isinstance(default, ast.Constant):
                     if default.value is (arg == "trust_remote_code"):
                         found.append(f"{where}: unsafe default {arg}={default.value}")
     return found
@@ -168,7 +168,8 @@ def unsafe_calls(source: str, filename: str = "<src>") -> list[str]:
 def test_scanner_flags_each_unsafe_pattern():
     bad = ("import torch, pickle, yaml\n"
            "torch.load(p)\ntorch.load(p, weights_only=False)\npickle.loads(b)\n"
-           "yaml.load(t)\neval(text)\nexec(code)\nAutoModel.from_pretrained(x, trust_remote_code=True)\n"
+           "yaml.load(t)\neval(text)\nexec(code)\n"
+           "AutoModel.from_pretrained(x, trust_remote_code=True)\n"
            "def f(path, trust_remote_code=True): ...\n")
     assert len(unsafe_calls(bad)) == 8
     good = ("torch.load(p, map_location='cpu', weights_only=True)\nmodel.to(d).eval()\n"

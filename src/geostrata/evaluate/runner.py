@@ -140,3 +140,41 @@ class ClassMapper:
 def unique_images(records: Sequence[dict[str, Any]]) -> list[str]:
     """Image paths in first-seen order."""
     return list(dict.fromkeys(r["image_path"] for r in records))
+
+
+@torch.no_grad()
+def retrieval_hits(model: Any, collate: Collate, images: Sequence[str], truths: dict[str, Any],
+                   knowledge: Any, dataset: str | None, batch_size: int = 64) -> dict[str, float]:
+    """Per level, how often the retrieved top-k cues contain the image's dominant true entry
+    (its scene; its largest land cover; its most frequent object class). Shows whether the
+    Semantic Augmentation Module retrieves relevant knowledge, not only whether answers are right."""
+    truth_ids = {p: _dominant_entries(truths[p], knowledge, dataset) for p in images}
+    records = [{"image_path": p, "question": SCENE_QUESTION, "answer": ""} for p in images]
+    device = next(model.parameters()).device
+    hits: dict[str, list[bool]] = {}
+    model.eval()
+    for chunk in _batches(records, batch_size):
+        out = model(**_model_inputs(collate(chunk), device))
+        for level, (ids, _scores) in (out.retrieved or {}).items():
+            for record, top in zip(chunk, ids, strict=True):
+                wanted = truth_ids[record["image_path"]].get(level)
+                if wanted is not None:
+                    hits.setdefault(level, []).append(wanted in top)
+    return {level: sum(v) / len(v) for level, v in hits.items() if v}
+
+
+def _dominant_entries(truth: Any, knowledge: Any, dataset: str | None) -> dict[str, str]:
+    """level -> entry id of the truth's dominant class at that level (where known)."""
+    from collections import Counter
+
+    names = {"scene": truth.scene,
+             "region": max(truth.regions, key=truth.regions.get) if truth.regions else None,
+             "object": Counter(truth.objects).most_common(1)[0][0] if truth.objects else None}
+    out = {}
+    for level, name in names.items():
+        if name:
+            try:
+                out[level] = knowledge.resolve(name, dataset)
+            except KnowledgeBaseError:
+                continue
+    return out

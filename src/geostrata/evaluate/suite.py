@@ -20,7 +20,13 @@ from geostrata.evaluate.report import (
     write_metrics_json,
     write_report_md,
 )
-from geostrata.evaluate.runner import SceneEvaluation, evaluate_scenes, evaluate_vqa, unique_images
+from geostrata.evaluate.runner import (
+    SceneEvaluation,
+    evaluate_scenes,
+    evaluate_vqa,
+    retrieval_hits,
+    unique_images,
+)
 from geostrata.evaluate.sharding import world
 
 NOT_VQA = ("caption", "instruct")  # free-text turns: no exact-match accuracy
@@ -30,6 +36,7 @@ NOT_VQA = ("caption", "instruct")  # free-text turns: no exact-match accuracy
 class RunMetrics:
     vqa: VQAMetrics | None
     scenes: SceneEvaluation | None
+    retrieval: dict[str, float]  # level -> top-k hit rate of the dominant true entry
     report: Path
     metrics_path: Path
 
@@ -45,6 +52,7 @@ class RunMetrics:
         if self.scenes is not None:
             out |= {"scene_closed": self.scenes.closed_set.overall_accuracy,
                     "scene_generated": self.scenes.generation.overall_accuracy}
+        out |= {f"retrieval_{k}": v for k, v in self.retrieval.items()}
         return out
 
 
@@ -58,9 +66,10 @@ def evaluate_session(session: Any, out_dir: str | Path, show_progress: bool = Tr
     result = (evaluate_vqa(model, tok, session.collator(False), vqa_records, task.train, batch,
                            show_progress) if vqa_records else None)
     scenes = _scene_eval(session, batch, show_progress)
+    retrieval = _retrieval_eval(session, batch)
     vqa = result.metrics if result else None
     if world()[0] != 0:  # every rank computed (sharded); only rank 0 writes
-        return RunMetrics(vqa, scenes, out / "report.md", out / "metrics.json")
+        return RunMetrics(vqa, scenes, retrieval, out / "report.md", out / "metrics.json")
     out.mkdir(parents=True, exist_ok=True)
     if result is not None:
         _write_predictions(out / "predictions.jsonl", result.predictions)
@@ -73,12 +82,32 @@ def evaluate_session(session: Any, out_dir: str | Path, show_progress: bool = Tr
         sections["Scene classification (free generation)"] = scenes.generation
         plot_confusion(scenes.closed_set.confusion, scenes.classes, out / "confusion.png")
     _plot_losses(session, out)
-    metrics = {"vqa": vqa.to_dict() if vqa else None,
+    if retrieval:
+        sections["Retrieved knowledge"] = _retrieval_text(retrieval, session.model.config.top_k)
+    metrics = {"vqa": vqa.to_dict() if vqa else None, "retrieval_hit_at_k": retrieval,
                "scene_closed_set": scenes.closed_set.to_dict() if scenes else None,
                "scene_generation": scenes.generation.to_dict() if scenes else None}
     metrics_path = write_metrics_json(out / "metrics.json", metrics)
     report = write_report_md(out / "report.md", sections)
-    return RunMetrics(vqa, scenes, report, metrics_path)
+    return RunMetrics(vqa, scenes, retrieval, report, metrics_path)
+
+
+def _retrieval_eval(session: Any, batch: int) -> dict[str, float]:
+    config = session.model.config
+    if config.baseline == "llava" or not config.retrieval or config.top_k == 0:
+        return {}
+    images = [p for p in unique_images(session.task.eval) if p in session.task.truths]
+    if not images:
+        return {}
+    return retrieval_hits(session.model, session.collator(False), images, session.task.truths,
+                          session.knowledge, session.task.dataset, batch)
+
+
+def _retrieval_text(hits: dict[str, float], k: int) -> str:
+    rows = "\n".join(f"| {level} | {100 * rate:.1f} |" for level, rate in hits.items())
+    return ("How often the top-{k} retrieved cues of each level contain the image's dominant true "
+            "entry (scene label, largest land cover, most frequent object):\n\n"
+            f"| level | hit@{k} (%) |\n|---|---|\n{rows}\n").replace("{k}", str(k))
 
 
 def _scene_eval(session: Any, batch: int, show_progress: bool) -> SceneEvaluation | None:

@@ -104,7 +104,8 @@ class _CachedEncoder:
             for start in range(0, len(group), step):
                 batch = group[start : start + step]
                 self.calls += 1
-                for text, vector in zip(batch, l2_normalise(self._encode_batch(batch)), strict=True):
+                vectors = l2_normalise(self._encode_batch(batch))  # (b, D)
+                for text, vector in zip(batch, vectors, strict=True):
                     found[text] = vector
                     self._lru.put(text, vector)
                 done += len(batch)

@@ -1,13 +1,18 @@
 """Semantic Augmentation Module: enrich each level's visual tokens with retrieved knowledge cues.
 
 Per level l (DESIGN.md step 4):
-    r_l  = normalize(W_l [pool(v_l); q])                         (B, Dk) retrieval query
+    a_l  = normalize(P_l pool(v_l))                               (B, Dk) aligned visual embedding
+    r_l  = normalize(a_l + W_l q)                                 (B, Dk) retrieval query
     top-k entries of level l from the knowledge base              (B, k) indices
     e    = level-embedding buffer rows; s = r_l . e (recomputed in torch, so W_l gets gradient)
     v_l' = v_l + tanh(g_l) * CrossAttn(q=v_l, kv=[proj(e) * softmax(s/t); proj(q)])
 The retriever itself is a non-differentiable top-k (FAISS or numpy); only which entries are used
-comes from it. The alignment loss pulls a question-free projection of pool(v_l) towards the
-embeddings of level l's ground-truth entries (soft-label InfoNCE over all entries of the level).
+comes from it. The alignment loss pulls the question-free a_l towards the embeddings of level l's
+ground-truth entries (soft-label InfoNCE over all entries of the level). Because the query is built
+on a_l, alignment is what makes retrieval find the right entries (multi-level alignment drives
+semantic augmentation); W_l starts at zero, so the question steers the query only as far as
+training finds it useful. (An earlier query, a free linear map of [pool(v_l); q], had no signal
+telling it which entries were relevant: its top-k held the true scene entry for ~0% of images.)
 """
 
 from __future__ import annotations
@@ -49,7 +54,9 @@ class LevelAugmentation(nn.Module):
         self.input_proj = nn.Linear(in_dim, d)
         self.align_proj = nn.Linear(d, dk)  # P_l, question-free
         if self.active:  # retrieval off or k = 0 builds no retrieval weights at all
-            self.query = nn.Linear(d + dk, dk)  # W_l
+            self.query = nn.Linear(dk, dk)  # W_l: question -> query offset, zero-initialised
+            nn.init.zeros_(self.query.weight)
+            nn.init.zeros_(self.query.bias)
             self.cue_proj = nn.Linear(dk, d)
             self.question_proj = nn.Linear(dk, d)
             self.norm = nn.LayerNorm(d)
@@ -76,11 +83,11 @@ class LevelAugmentation(nn.Module):
         self, raw: torch.Tensor, question: torch.Tensor, target: torch.Tensor | None
     ) -> tuple[torch.Tensor, Retrieved | None, torch.Tensor | None]:
         v = self.input_proj(raw)  # (B, N, D)
-        pooled = v.mean(dim=1)  # (B, D)
-        align = self._align_loss(pooled, target) if target is not None else None
+        a = F.normalize(self.align_proj(v.mean(dim=1)), dim=-1)  # (B, Dk) aligned, question-free
+        align = self._align_loss(a, target) if target is not None else None
         if not self.active:
             return v, None, align  # identity path: k = 0 or retrieval off
-        r = F.normalize(self.query(torch.cat([pooled, question], dim=-1)), dim=-1)  # (B, Dk)
+        r = F.normalize(a + self.query(question), dim=-1)  # (B, Dk) retrieval query
         cues, scores, ids, valid = self._retrieve(r)
         weights = torch.softmax(
             scores.masked_fill(~valid, float("-inf")) / self.config.temperature, -1
@@ -119,21 +126,21 @@ class LevelAugmentation(nn.Module):
         ids = [[i for i in row] for row in result.ids]
         return cues, scores, ids, valid
 
-    def _align_loss(self, pooled: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+    def _align_loss(self, aligned: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
         if self.entries is None:
             raise KnowledgeBaseError(
                 f"level {self.level!r}: align_targets given but no knowledge base "
                 "is attached; call model.attach_knowledge(retriever) first"
             )
-        if target.shape != (pooled.shape[0], self.entries.shape[0]):
+        if target.shape != (aligned.shape[0], self.entries.shape[0]):
             raise InputError(
                 f"align_targets[{self.level!r}] has shape {tuple(target.shape)}, expected "
-                f"({pooled.shape[0]}, {self.entries.shape[0]}) (batch, entries of the level)"
+                f"({aligned.shape[0]}, {self.entries.shape[0]}) (batch, entries of the level)"
             )
         labelled = target.sum(-1) > 0  # (B,) all-zero rows mean "no label"
         if not labelled.any():
             return None
-        a = F.normalize(self.align_proj(pooled[labelled]), dim=-1)  # (B', Dk)
+        a = aligned[labelled]  # (B', Dk)
         logits = a @ self.entries.to(a.dtype).T / self.config.align_temperature  # (B', N_l)
         p = target[labelled].float()
         p = p / p.sum(-1, keepdim=True)  # soft labels

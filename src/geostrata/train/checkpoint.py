@@ -240,7 +240,8 @@ def verify_safetensors(path: str | Path) -> None:
         with safetensors.safe_open(str(path), framework="pt") as handle:
             handle.keys()
     except Exception as exc:  # SafetensorError, OSError: both mean "do not load this"
-        raise CheckpointError(f"{path}: not a safetensors file ({exc}); refusing to load it") from exc
+        raise CheckpointError(
+            f"{path}: not a safetensors file ({exc}); refusing to load it") from exc
 
 
 def load_safetensors_weights(

@@ -107,7 +107,7 @@ def _read_json_text(path: Path) -> str:
 
 
 def load_meta(root: str | Path) -> dict:
-    """Read DIR/meta.json of a synthesized benchmark (the class lists the loaders rely on checked)."""
+    """Read DIR/meta.json of a synthesized benchmark, checking the class lists loaders use."""
     path = Path(root) / "meta.json"
     if not path.is_file():
         raise DatasetNotFoundError(f"{path} not found: is {root} a `geostrata data synth` output?")
