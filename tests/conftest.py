@@ -18,7 +18,7 @@ def _few_threads() -> None:
 
 @pytest.fixture(scope="session")
 def trained_model_dir(tmp_path_factory):
-    """A tiny GeoStrata model trained for a few steps on a tiny synthetic set (built once per session).
+    """A tiny GeoStrata model trained a few steps on a tiny synthetic set (built once per session).
 
     Returns the saved model folder (what load_model() / geostrata eval / chat / serve take).
     Its run folder (parent) also holds data/ and the stage checkpoints.

@@ -22,9 +22,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "llava baseline": {"baseline": "llava"},
 }
 
-COLUMNS = ("vqa_oa", "vqa_aa", "level_scene", "level_region", "level_object", "scene_closed",
-           "type_presence", "type_count", "type_comp", "type_rural_urban", "type_area",
-           "type_land_cover", "type_scene")
+COLUMNS = (
+    "vqa_oa",
+    "vqa_aa",
+    "level_scene",
+    "level_region",
+    "level_object",
+    "scene_closed",
+    "type_presence",
+    "type_count",
+    "type_comp",
+    "type_rural_urban",
+    "type_area",
+    "type_land_cover",
+    "type_scene",
+)
 
 
 @dataclass
@@ -40,8 +52,13 @@ class AblationResult:
         return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
 
 
-def run_ablation(out_dir: str | Path, variants: Sequence[str], seeds: Sequence[int], profile: str,
-                 show_progress: bool = True) -> AblationResult:
+def run_ablation(
+    out_dir: str | Path,
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    profile: str,
+    show_progress: bool = True,
+) -> AblationResult:
     """Train and evaluate every (variant, seed) on one benchmark (synthesized once, seed 0)."""
     from geostrata.demo import PROFILES, synthesize_once
     from geostrata.evaluate.suite import evaluate_session

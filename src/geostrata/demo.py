@@ -27,16 +27,31 @@ class DemoProfile:
     preset: str = "tiny-effnet"
     model: dict[str, Any] = field(default_factory=dict)
 
-    def experiment(self, data_dir: Path, out_dir: Path, seed: int, extra: list[str] | None = None) -> ExperimentConfig:
+    def experiment(
+        self, data_dir: Path, out_dir: Path, seed: int, extra: list[str] | None = None
+    ) -> ExperimentConfig:
         """The ExperimentConfig this profile trains (`extra`: dotted overrides)."""
         warm1, warm2 = max(1, self.stage1_steps // 10), max(1, self.stage2_steps // 15)
         base = {
-            "preset": self.preset, "model": dict(self.model), "seed": seed, "output_dir": str(out_dir),
+            "preset": self.preset,
+            "model": dict(self.model),
+            "seed": seed,
+            "output_dir": str(out_dir),
             "data": {"kind": "synthetic", "root": str(data_dir)},
-            "stage1": {"max_steps": self.stage1_steps, "batch_size": self.batch_size, "lr": 2e-3,
-                       "warmup_steps": warm1, "log_every": 5},
-            "stage2": {"max_steps": self.stage2_steps, "batch_size": self.batch_size, "lr": 1e-3,
-                       "warmup_steps": warm2, "log_every": 10},
+            "stage1": {
+                "max_steps": self.stage1_steps,
+                "batch_size": self.batch_size,
+                "lr": 2e-3,
+                "warmup_steps": warm1,
+                "log_every": 5,
+            },
+            "stage2": {
+                "max_steps": self.stage2_steps,
+                "batch_size": self.batch_size,
+                "lr": 1e-3,
+                "warmup_steps": warm2,
+                "log_every": 10,
+            },
         }
         return ExperimentConfig.from_dict(apply_overrides(base, extra or []), source="demo profile")
 
@@ -57,8 +72,9 @@ class DemoResult:
     stage_wall_s: dict[str, float]
 
 
-def synthesize_once(data_dir: Path, profile: DemoProfile, seed: int, show_progress: bool,
-                    workers: int = 2) -> Path:
+def synthesize_once(
+    data_dir: Path, profile: DemoProfile, seed: int, show_progress: bool, workers: int = 2
+) -> Path:
     """Write the benchmark unless the same one (same sizes and seed) is already there."""
     import json
 
@@ -68,14 +84,31 @@ def synthesize_once(data_dir: Path, profile: DemoProfile, seed: int, show_progre
     if meta.is_file():
         m = json.loads(meta.read_text())
         if (m.get("n_train"), m.get("n_test"), m.get("size"), m.get("seed")) == (
-                profile.n_train, profile.n_test, profile.size, seed):
+            profile.n_train,
+            profile.n_test,
+            profile.size,
+            seed,
+        ):
             return data_dir
-    return synthesize(data_dir, profile.n_train, profile.n_test, profile.size, seed,
-                      workers=workers, progress=show_progress)
+    return synthesize(
+        data_dir,
+        profile.n_train,
+        profile.n_test,
+        profile.size,
+        seed,
+        workers=workers,
+        progress=show_progress,
+    )
 
 
-def run_demo(out_dir: str | Path = "runs/demo", profile: str = "default", seed: int = 0,
-             resume: bool = False, show_progress: bool = True, extra: list[str] | None = None) -> DemoResult:
+def run_demo(
+    out_dir: str | Path = "runs/demo",
+    profile: str = "default",
+    seed: int = 0,
+    resume: bool = False,
+    show_progress: bool = True,
+    extra: list[str] | None = None,
+) -> DemoResult:
     """Run the pipeline end to end; every figure it returns was measured in this call."""
     from geostrata.evaluate.suite import evaluate_session
     from geostrata.train.pipeline import run_experiment

@@ -48,19 +48,22 @@ class LoadedModel:
 def load_model(path: str | Path, knowledge: Any = None, device: str = "cpu") -> LoadedModel:
     """Load a saved GeoStrata model folder (weights are safetensors only) and its knowledge base."""
     from geostrata.model import GeoStrataForConditionalGeneration, GeoStrataProcessor
+    from geostrata.train.checkpoint import verify_safetensors
     from geostrata.train.experiment import ExperimentConfig
     from geostrata.train.pipeline import load_knowledge
-
-    from geostrata.train.checkpoint import verify_safetensors
 
     path = Path(path)
     weights = sorted(path.glob("model*.safetensors"))
     if not weights:
-        raise CheckpointError(f"{path} holds no model.safetensors: not a saved GeoStrata model folder")
+        raise CheckpointError(
+            f"{path} holds no model.safetensors: not a saved GeoStrata model folder"
+        )
     for file in weights:  # refuse a renamed pickle or a cut file before anything parses it
         verify_safetensors(file)
     if not (path / CONFIG_FILE).is_file():
-        raise CheckpointError(f"{path} has weights but no {CONFIG_FILE}: an incomplete model folder")
+        raise CheckpointError(
+            f"{path} has weights but no {CONFIG_FILE}: an incomplete model folder"
+        )
     cfg = ExperimentConfig.from_yaml(path / CONFIG_FILE)
     knowledge = knowledge if knowledge is not None else load_knowledge(cfg.knowledge)
     processor = GeoStrataProcessor.from_pretrained(path, question_encoder=knowledge.encode_text)
@@ -74,7 +77,9 @@ def check_question(question: str) -> str:
     if not isinstance(question, str) or not question.strip():
         raise InputError("the question is empty: ask something about the image")
     if len(question) > MAX_QUESTION_CHARS:
-        raise InputError(f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
+        raise InputError(
+            f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}"
+        )
     return question.strip()
 
 
@@ -83,28 +88,50 @@ def _as_image(image: np.ndarray | str | Path) -> np.ndarray:
 
     if isinstance(image, str | Path):
         return read_image(image)
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise InputError(f"expected an (H, W, 3) uint8 image, got {getattr(image, 'shape', type(image))}")
+    if (
+        not isinstance(image, np.ndarray)
+        or image.ndim != 3
+        or image.shape[2] != 3
+        or image.dtype != np.uint8
+    ):
+        raise InputError(
+            f"expected an (H, W, 3) uint8 image, got {getattr(image, 'shape', type(image))}"
+        )
     return image
 
 
 @torch.no_grad()
-def predict(loaded: LoadedModel, image: np.ndarray | str | Path, question: str,
-            classes: list[str] | None = None, max_new_tokens: int = 16, top_classes: int = 5) -> Prediction:
+def predict(
+    loaded: LoadedModel,
+    image: np.ndarray | str | Path,
+    question: str,
+    classes: list[str] | None = None,
+    max_new_tokens: int = 16,
+    top_classes: int = 5,
+) -> Prediction:
     """Answer `question` about `image`, with retrieved cues, router weights and class scores."""
     question, image = check_question(question), _as_image(image)
     batch = _batch(loaded, image, question)
     out = loaded.model(**batch)
     new_ids = loaded.model.generate(**batch, max_new_tokens=max_new_tokens)
     answer = loaded.processor.tokenizer.batch_decode(new_ids, skip_special_tokens=True)[0].strip()
-    return Prediction(answer, _cues(loaded, out.retrieved), _router(loaded, out.router_weights),
-                      _class_probs(loaded, image, classes, top_classes))
+    return Prediction(
+        answer,
+        _cues(loaded, out.retrieved),
+        _router(loaded, out.router_weights),
+        _class_probs(loaded, image, classes, top_classes),
+    )
 
 
 @torch.no_grad()
-def stream_predict(loaded: LoadedModel, image: np.ndarray | str | Path, question: str,
-                   classes: list[str] | None = None, max_new_tokens: int = 16,
-                   top_classes: int = 5) -> Iterator[Prediction]:
+def stream_predict(
+    loaded: LoadedModel,
+    image: np.ndarray | str | Path,
+    question: str,
+    classes: list[str] | None = None,
+    max_new_tokens: int = 16,
+    top_classes: int = 5,
+) -> Iterator[Prediction]:
     """`predict`, step by step: yields the Prediction as it grows, for chat and the web app.
 
     The first yield (empty answer) already carries the cues and router weights, which come out
@@ -123,8 +150,9 @@ def stream_predict(loaded: LoadedModel, image: np.ndarray | str | Path, question
     yield replace(pred, class_probs=_class_probs(loaded, image, classes, top_classes))
 
 
-def _greedy_text(loaded: LoadedModel, out: Any, mask: torch.Tensor,
-                 max_new_tokens: int) -> Iterator[str]:
+def _greedy_text(
+    loaded: LoadedModel, out: Any, mask: torch.Tensor, max_new_tokens: int
+) -> Iterator[str]:
     """Greedy decoding from a prompt's forward output; yields the decoded answer after each token.
 
     The whole answer is decoded each step (not token by token) so word-piece spacing comes out
@@ -140,8 +168,12 @@ def _greedy_text(loaded: LoadedModel, out: Any, mask: torch.Tensor,
         if len(ids) == max_new_tokens:
             return
         mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)  # (1, T + n)
-        out = loaded.model(input_ids=next_id[:, None], attention_mask=mask,  # ids (1, 1)
-                           past_key_values=out.past_key_values, use_cache=True)
+        out = loaded.model(
+            input_ids=next_id[:, None],
+            attention_mask=mask,  # ids (1, 1)
+            past_key_values=out.past_key_values,
+            use_cache=True,
+        )
         next_id = out.logits[:, -1].argmax(dim=-1)  # (1,)
 
 
@@ -153,8 +185,11 @@ def _batch(loaded: LoadedModel, image: np.ndarray, question: str) -> dict[str, t
 def _cues(loaded: LoadedModel, retrieved: dict | None) -> dict[str, list[Cue]]:
     cues: dict[str, list[Cue]] = {}
     for level, (ids, scores) in (retrieved or {}).items():
-        cues[level] = [Cue(i, loaded.knowledge.get(i).name, float(s))
-                       for i, s in zip(ids[0], scores[0].tolist(), strict=True) if i]
+        cues[level] = [
+            Cue(i, loaded.knowledge.get(i).name, float(s))
+            for i, s in zip(ids[0], scores[0].tolist(), strict=True)
+            if i
+        ]
     return cues
 
 
@@ -165,16 +200,18 @@ def _router(loaded: LoadedModel, weights: torch.Tensor | None) -> dict[str, floa
     return {lv: float(w) for lv, w in zip(levels, weights[0].tolist(), strict=True)}
 
 
-def _class_probs(loaded: LoadedModel, image: np.ndarray, classes: list[str] | None,
-                 top: int) -> list[tuple[str, float]]:
+def _class_probs(
+    loaded: LoadedModel, image: np.ndarray, classes: list[str] | None, top: int
+) -> list[tuple[str, float]]:
     """Closed-set scene scores for "What type of scene is this?", softmaxed over `classes`."""
     from geostrata.train.samples import SCENE_QUESTION, scene_answer
 
     if not classes:
         return []
     scene_batch = _batch(loaded, image, SCENE_QUESTION)
-    scores = loaded.model.score_candidates(scene_batch, [scene_answer(c) for c in classes],
-                                           loaded.processor.tokenizer)[0]
+    scores = loaded.model.score_candidates(
+        scene_batch, [scene_answer(c) for c in classes], loaded.processor.tokenizer
+    )[0]
     probs = torch.softmax(scores.float(), dim=0).tolist()
     ranked = sorted(zip(classes, probs, strict=True), key=lambda cp: -cp[1])
     return ranked[:top]

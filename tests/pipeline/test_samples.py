@@ -29,8 +29,13 @@ def test_synthetic_task_has_questions_captions_and_truth(syn):
 
 
 def test_scene_folders_become_scene_questions_with_resolvable_labels(syn):
-    cfg = DataConfig(kind="folder", root=str(syn / "scenes"), train_split=str(syn / "splits/train.txt"),
-                     eval_split=str(syn / "splits/test.txt"), dataset="synthetic")
+    cfg = DataConfig(
+        kind="folder",
+        root=str(syn / "scenes"),
+        train_split=str(syn / "splits/train.txt"),
+        eval_split=str(syn / "splits/test.txt"),
+        dataset="synthetic",
+    )
     task = load_task(cfg)
     assert len(task.train) == 24 and len(task.eval) == 12
     assert {r["question"] for r in task.train} == {SCENE_QUESTION}
@@ -44,11 +49,21 @@ def test_scene_folders_become_scene_questions_with_resolvable_labels(syn):
 
 def test_rsvqa_and_instruction_files(tmp_path):
     for split in ("train", "test"):
-        write_rsvqa(tmp_path / "rsvqa", rsvqa_documents(), prefix="LR", split=split,
-                    image_dir="Images_LR", image_ext=".tif")
+        write_rsvqa(
+            tmp_path / "rsvqa",
+            rsvqa_documents(),
+            prefix="LR",
+            split=split,
+            image_dir="Images_LR",
+            image_ext=".tif",
+        )
     task = load_task(DataConfig(kind="rsvqa", root=str(tmp_path / "rsvqa"), prefix="LR"))
     assert len(task.train) == 6 and {r["level"] for r in task.train} >= {"object", "region"}
     write_instruct(tmp_path / "inst", instruct_records(3))
-    cfg = DataConfig(kind="instruct", root=str(tmp_path / "inst"), train_split="instruct.json",
-                     eval_split="instruct.json")
+    cfg = DataConfig(
+        kind="instruct",
+        root=str(tmp_path / "inst"),
+        train_split="instruct.json",
+        eval_split="instruct.json",
+    )
     assert len(load_task(cfg).train) == 1 + 2 + 3  # one sample per (human, gpt) turn

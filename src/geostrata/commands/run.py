@@ -34,11 +34,17 @@ def _print_summary(title: str, summary: dict[str, float]) -> None:
 
 
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for data, checkpoints and the report.")] = Path("runs/demo"),
-    quick: Annotated[bool, typer.Option("--quick", help="A few-minute profile (smaller data, fewer steps).")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for data, checkpoints and the report.")] = Path(
+        "runs/demo"
+    ),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A few-minute profile (smaller data, fewer steps).")
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the benchmark and of training.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted demo run in OUT.")] = False,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. stage2.max_steps=200.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override, e.g. stage2.max_steps=200.")
+    ] = None,
 ) -> None:
     """Synthesize the benchmark, train the tiny model in both stages, evaluate, write the report."""
     from geostrata.demo import run_demo
@@ -55,9 +61,13 @@ def demo(
 
 def train(
     config: Annotated[Path, typer.Argument(help="Experiment YAML (see configs/experiments/).")],
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. model.top_k=8.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override, e.g. model.top_k=8.")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoints.")] = False,
-    evaluate_after: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate when done.")] = True,
+    evaluate_after: Annotated[
+        bool, typer.Option("--eval/--no-eval", help="Evaluate when done.")
+    ] = True,
 ) -> None:
     """Train both stages of an experiment (runs under accelerate launch / torchrun unchanged)."""
     from geostrata.evaluate.suite import evaluate_session
@@ -78,11 +88,17 @@ def train(
 
 def evaluate(
     model_dir: Annotated[Path, typer.Argument(help="A saved model folder (OUTPUT_DIR/model).")],
-    data: Annotated[Path | None, typer.Option(help="Data root (default: the training data).")] = None,
-    kind: Annotated[str | None, typer.Option(help="synthetic | rsvqa | folder | instruct | geochat_bench")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Data root (default: the training data).")
+    ] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="synthetic | rsvqa | folder | instruct | geochat_bench")
+    ] = None,
     split: Annotated[str | None, typer.Option(help="Split name or file to evaluate.")] = None,
     prefix: Annotated[str | None, typer.Option(help="RSVQA prefix: LR, USGS or SYN.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Report folder (default MODEL_DIR/../report-eval).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report folder (default MODEL_DIR/../report-eval).")
+    ] = None,
 ) -> None:
     """Evaluate a saved model: VQA per type and level (AA/OA, prior), scene classification."""
     from geostrata.evaluate.sharding import init_from_env
@@ -92,7 +108,9 @@ def evaluate(
     init_from_env()  # under torchrun: evaluate shards in parallel, gather, rank 0 writes
     try:
         overrides = {"root": data, "kind": kind, "eval_split": split, "prefix": prefix}
-        session = open_session(model_dir, {k: str(v) for k, v in overrides.items() if v is not None})
+        session = open_session(
+            model_dir, {k: str(v) for k, v in overrides.items() if v is not None}
+        )
         metrics = evaluate_session(session, out or model_dir.parent / "report-eval")
     except GeoStrataError as exc:
         raise _fail(exc) from exc
@@ -103,13 +121,16 @@ def evaluate(
 def ablate(
     out: Annotated[Path, typer.Option(help="Folder for all runs.")] = Path("runs/ablate"),
     seeds: Annotated[int, typer.Option(help="Number of seeds (0..N-1).")] = 3,
-    profile: Annotated[str, typer.Option(help="Size profile: ablate (default), quick or default.")] = "ablate",
-    variant: Annotated[list[str] | None, typer.Option(help="Subset of variants (default: all).")] = None,
+    profile: Annotated[
+        str, typer.Option(help="Size profile: ablate (default), quick or default.")
+    ] = "ablate",
+    variant: Annotated[
+        list[str] | None, typer.Option(help="Subset of variants (default: all).")
+    ] = None,
     table: Annotated[Path | None, typer.Option(help="Also write the markdown table here.")] = None,
 ) -> None:
     """Full model vs no-retrieval vs no-experts vs single-level vs the LLaVA baseline."""
     from geostrata.ablate import VARIANTS, markdown_table, run_ablation
-
     from geostrata.demo import PROFILES
 
     if profile not in PROFILES:

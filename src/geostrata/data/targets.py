@@ -42,7 +42,9 @@ class AlignTargetBuilder:
     e.g. "synthetic"), so an unknown class fails at construction, not mid-training.
     """
 
-    def __init__(self, knowledge: Retriever, dataset: str | None, labels: Mapping[str, Sequence[str]]) -> None:
+    def __init__(
+        self, knowledge: Retriever, dataset: str | None, labels: Mapping[str, Sequence[str]]
+    ) -> None:
         self.sizes = {level: len(knowledge.level_ids(level)) for level in ALIGN_LEVELS}
         self._column: dict[str, dict[str, int]] = {}
         for level, names in labels.items():

@@ -51,9 +51,16 @@ def _model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, Any]
 
 
 @torch.no_grad()
-def generate_answers(model: Any, tokenizer: Any, collate: Collate, records: Sequence[dict[str, Any]],
-                     batch_size: int = 64, max_new_tokens: int = 8, show_progress: bool = True,
-                     description: str = "Answering") -> list[str]:
+def generate_answers(
+    model: Any,
+    tokenizer: Any,
+    collate: Collate,
+    records: Sequence[dict[str, Any]],
+    batch_size: int = 64,
+    max_new_tokens: int = 8,
+    show_progress: bool = True,
+    description: str = "Answering",
+) -> list[str]:
     """Greedy answers for `records` (collate must build prompts without answers); sharded over
     the process group when there is one."""
     from rich.progress import track
@@ -63,21 +70,33 @@ def generate_answers(model: Any, tokenizer: Any, collate: Collate, records: Sequ
 
     def run(share: Sequence[dict[str, Any]]) -> list[str]:
         answers: list[str] = []
-        for chunk in track(_batches(share, batch_size), description=description,
-                           disable=not show_progress):
-            new_ids = model.generate(**_model_inputs(collate(chunk), device),
-                                     max_new_tokens=max_new_tokens)
-            answers += [a.strip() for a in tokenizer.batch_decode(new_ids, skip_special_tokens=True)]
+        for chunk in track(
+            _batches(share, batch_size), description=description, disable=not show_progress
+        ):
+            new_ids = model.generate(
+                **_model_inputs(collate(chunk), device), max_new_tokens=max_new_tokens
+            )
+            answers += [
+                a.strip() for a in tokenizer.batch_decode(new_ids, skip_special_tokens=True)
+            ]
         return answers
 
     return sharded_map(run, records)
 
 
-def evaluate_vqa(model: Any, tokenizer: Any, collate: Collate, records: Sequence[dict[str, Any]],
-                 train_records: Sequence[dict[str, Any]], batch_size: int = 64,
-                 show_progress: bool = True) -> VQAEvaluation:
-    """Exact match after normalisation, per type and level, AA/OA, beside the question-only prior."""
-    preds = generate_answers(model, tokenizer, collate, records, batch_size, show_progress=show_progress)
+def evaluate_vqa(
+    model: Any,
+    tokenizer: Any,
+    collate: Collate,
+    records: Sequence[dict[str, Any]],
+    train_records: Sequence[dict[str, Any]],
+    batch_size: int = 64,
+    show_progress: bool = True,
+) -> VQAEvaluation:
+    """Exact match after normalisation, per type and level, AA/OA, beside the question prior."""
+    preds = generate_answers(
+        model, tokenizer, collate, records, batch_size, show_progress=show_progress
+    )
     rows = [{**r, "pred": p} for r, p in zip(records, preds, strict=True)]
     metrics = vqa_accuracy(rows)
     metrics.prior = question_prior_accuracy(list(train_records), list(records))
@@ -85,10 +104,18 @@ def evaluate_vqa(model: Any, tokenizer: Any, collate: Collate, records: Sequence
 
 
 @torch.no_grad()
-def evaluate_scenes(model: Any, tokenizer: Any, collate: Collate, images: Sequence[str],
-                    labels: Sequence[str], classes: Sequence[str], knowledge: Any = None,
-                    dataset: str | None = None, batch_size: int = 64,
-                    show_progress: bool = True) -> SceneEvaluation:
+def evaluate_scenes(
+    model: Any,
+    tokenizer: Any,
+    collate: Collate,
+    images: Sequence[str],
+    labels: Sequence[str],
+    classes: Sequence[str],
+    knowledge: Any = None,
+    dataset: str | None = None,
+    batch_size: int = 64,
+    show_progress: bool = True,
+) -> SceneEvaluation:
     """Scene classification of `images` (paths) with true `labels`, both ways."""
     records = [{"image_path": p, "question": SCENE_QUESTION, "answer": ""} for p in images]
     names = [scene_answer(c) for c in classes]
@@ -103,18 +130,30 @@ def evaluate_scenes(model: Any, tokenizer: Any, collate: Collate, images: Sequen
         return best
 
     closed = sharded_map(score, records)
-    texts = generate_answers(model, tokenizer, collate, records, batch_size, show_progress=show_progress,
-                             description="Classifying scenes")
+    texts = generate_answers(
+        model,
+        tokenizer,
+        collate,
+        records,
+        batch_size,
+        show_progress=show_progress,
+        description="Classifying scenes",
+    )
     mapper = ClassMapper(classes, knowledge, dataset)
     generated = [mapper(t) for t in texts]
-    return SceneEvaluation(classification_metrics(list(labels), closed, list(classes)),
-                           classification_metrics(list(labels), generated, list(classes)), list(classes))
+    return SceneEvaluation(
+        classification_metrics(list(labels), closed, list(classes)),
+        classification_metrics(list(labels), generated, list(classes)),
+        list(classes),
+    )
 
 
 class ClassMapper:
     """Maps a free-form answer to a class: exact name first, then the knowledge base's synonyms."""
 
-    def __init__(self, classes: Sequence[str], knowledge: Any = None, dataset: str | None = None) -> None:
+    def __init__(
+        self, classes: Sequence[str], knowledge: Any = None, dataset: str | None = None
+    ) -> None:
         self.by_name = {normalize_answer(scene_answer(c)): c for c in classes}
         self.by_entry: dict[str, str] = {}
         self.knowledge, self.dataset = knowledge, dataset
@@ -143,11 +182,19 @@ def unique_images(records: Sequence[dict[str, Any]]) -> list[str]:
 
 
 @torch.no_grad()
-def retrieval_hits(model: Any, collate: Collate, images: Sequence[str], truths: dict[str, Any],
-                   knowledge: Any, dataset: str | None, batch_size: int = 64) -> dict[str, float]:
+def retrieval_hits(
+    model: Any,
+    collate: Collate,
+    images: Sequence[str],
+    truths: dict[str, Any],
+    knowledge: Any,
+    dataset: str | None,
+    batch_size: int = 64,
+) -> dict[str, float]:
     """Per level, how often the retrieved top-k cues contain the image's dominant true entry
     (its scene; its largest land cover; its most frequent object class). Shows whether the
-    Semantic Augmentation Module retrieves relevant knowledge, not only whether answers are right."""
+    Semantic Augmentation Module retrieves relevant knowledge, not only whether answers are
+    right."""
     truth_ids = {p: _dominant_entries(truths[p], knowledge, dataset) for p in images}
     records = [{"image_path": p, "question": SCENE_QUESTION, "answer": ""} for p in images]
     device = next(model.parameters()).device
@@ -167,9 +214,11 @@ def _dominant_entries(truth: Any, knowledge: Any, dataset: str | None) -> dict[s
     """level -> entry id of the truth's dominant class at that level (where known)."""
     from collections import Counter
 
-    names = {"scene": truth.scene,
-             "region": max(truth.regions, key=truth.regions.get) if truth.regions else None,
-             "object": Counter(truth.objects).most_common(1)[0][0] if truth.objects else None}
+    names = {
+        "scene": truth.scene,
+        "region": max(truth.regions, key=truth.regions.get) if truth.regions else None,
+        "object": Counter(truth.objects).most_common(1)[0][0] if truth.objects else None,
+    }
     out = {}
     for level, name in names.items():
         if name:

@@ -46,12 +46,17 @@ class RunMetrics:
         if self.vqa is not None:
             out |= {"vqa_oa": self.vqa.overall_accuracy, "vqa_aa": self.vqa.average_accuracy}
             if self.vqa.prior is not None:
-                out |= {"prior_oa": self.vqa.prior.overall_accuracy, "prior_aa": self.vqa.prior.average_accuracy}
+                out |= {
+                    "prior_oa": self.vqa.prior.overall_accuracy,
+                    "prior_aa": self.vqa.prior.average_accuracy,
+                }
             out |= {f"level_{k}": v.accuracy for k, v in self.vqa.per_level.items()}
             out |= {f"type_{k}": v.accuracy for k, v in self.vqa.per_type.items()}
         if self.scenes is not None:
-            out |= {"scene_closed": self.scenes.closed_set.overall_accuracy,
-                    "scene_generated": self.scenes.generation.overall_accuracy}
+            out |= {
+                "scene_closed": self.scenes.closed_set.overall_accuracy,
+                "scene_generated": self.scenes.generation.overall_accuracy,
+            }
         out |= {f"retrieval_{k}": v for k, v in self.retrieval.items()}
         return out
 
@@ -63,8 +68,13 @@ def evaluate_session(session: Any, out_dir: str | Path, show_progress: bool = Tr
     batch = session.cfg.eval_batch_size
     show_progress = show_progress and world()[0] == 0
     vqa_records = [r for r in task.eval if r["qtype"] not in NOT_VQA]
-    result = (evaluate_vqa(model, tok, session.collator(False), vqa_records, task.train, batch,
-                           show_progress) if vqa_records else None)
+    result = (
+        evaluate_vqa(
+            model, tok, session.collator(False), vqa_records, task.train, batch, show_progress
+        )
+        if vqa_records
+        else None
+    )
     scenes = _scene_eval(session, batch, show_progress)
     retrieval = _retrieval_eval(session, batch)
     vqa = result.metrics if result else None
@@ -84,9 +94,12 @@ def evaluate_session(session: Any, out_dir: str | Path, show_progress: bool = Tr
     _plot_losses(session, out)
     if retrieval:
         sections["Retrieved knowledge"] = _retrieval_text(retrieval, session.model.config.top_k)
-    metrics = {"vqa": vqa.to_dict() if vqa else None, "retrieval_hit_at_k": retrieval,
-               "scene_closed_set": scenes.closed_set.to_dict() if scenes else None,
-               "scene_generation": scenes.generation.to_dict() if scenes else None}
+    metrics = {
+        "vqa": vqa.to_dict() if vqa else None,
+        "retrieval_hit_at_k": retrieval,
+        "scene_closed_set": scenes.closed_set.to_dict() if scenes else None,
+        "scene_generation": scenes.generation.to_dict() if scenes else None,
+    }
     metrics_path = write_metrics_json(out / "metrics.json", metrics)
     report = write_report_md(out / "report.md", sections)
     return RunMetrics(vqa, scenes, retrieval, report, metrics_path)
@@ -99,15 +112,24 @@ def _retrieval_eval(session: Any, batch: int) -> dict[str, float]:
     images = [p for p in unique_images(session.task.eval) if p in session.task.truths]
     if not images:
         return {}
-    return retrieval_hits(session.model, session.collator(False), images, session.task.truths,
-                          session.knowledge, session.task.dataset, batch)
+    return retrieval_hits(
+        session.model,
+        session.collator(False),
+        images,
+        session.task.truths,
+        session.knowledge,
+        session.task.dataset,
+        batch,
+    )
 
 
 def _retrieval_text(hits: dict[str, float], k: int) -> str:
     rows = "\n".join(f"| {level} | {100 * rate:.1f} |" for level, rate in hits.items())
-    return ("How often the top-{k} retrieved cues of each level contain the image's dominant true "
-            "entry (scene label, largest land cover, most frequent object):\n\n"
-            f"| level | hit@{k} (%) |\n|---|---|\n{rows}\n").replace("{k}", str(k))
+    return (
+        "How often the top-{k} retrieved cues of each level contain the image's dominant true "
+        "entry (scene label, largest land cover, most frequent object):\n\n"
+        f"| level | hit@{k} (%) |\n|---|---|\n{rows}\n"
+    ).replace("{k}", str(k))
 
 
 def _scene_eval(session: Any, batch: int, show_progress: bool) -> SceneEvaluation | None:
@@ -118,28 +140,41 @@ def _scene_eval(session: Any, batch: int, show_progress: bool) -> SceneEvaluatio
     if not images:
         return None
     labels = [task.truths[p].scene for p in images]
-    return evaluate_scenes(session.model, session.processor.tokenizer, session.collator(False),
-                           images, labels, task.scene_classes, session.knowledge, task.dataset,
-                           batch, show_progress)
+    return evaluate_scenes(
+        session.model,
+        session.processor.tokenizer,
+        session.collator(False),
+        images,
+        labels,
+        task.scene_classes,
+        session.knowledge,
+        task.dataset,
+        batch,
+        show_progress,
+    )
 
 
 def _plot_losses(session: Any, out: Path) -> None:
     root = Path(session.cfg.output_dir)
-    histories = [p for p in (root / "stage1" / "history.jsonl", root / "stage2" / "history.jsonl")
-                 if p.is_file()]
+    histories = [
+        p
+        for p in (root / "stage1" / "history.jsonl", root / "stage2" / "history.jsonl")
+        if p.is_file()
+    ]
     if histories:
         plot_loss_curves(histories, out / "loss.png")
 
 
 def _run_text(session: Any) -> str:
     cfg = session.cfg
-    return (f"Preset `{cfg.preset}`, overrides `{cfg.model}`, data `{cfg.data.kind}` at "
-            f"`{cfg.data.root}` ({len(session.task.train)} training / {len(session.task.eval)} "
-            f"evaluation records), seed {cfg.seed}.")
+    return (
+        f"Preset `{cfg.preset}`, overrides `{cfg.model}`, data `{cfg.data.kind}` at "
+        f"`{cfg.data.root}` ({len(session.task.train)} training / {len(session.task.eval)} "
+        f"evaluation records), seed {cfg.seed}."
+    )
 
 
 def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps({k: v for k, v in row.items() if k != "image"}) + "\n")
-

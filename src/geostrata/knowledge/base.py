@@ -238,7 +238,9 @@ class KnowledgeBase:
     def search_text(self, texts: Sequence[str], level: str, k: int = 5) -> list[list[Hit]]:
         """Encode `texts` and return the top-k entries of `level` for each, best first."""
         result = self.search(self.encode_text(list(texts)), level, k)
-        return [[Hit(self._by_id[i], float(s), r) for r, (i, s) in enumerate(zip(ids, scores))]
+        # ids omit the -1 padding that scores keep, so the inner zip stops at the real hits
+        return [[Hit(self._by_id[i], float(s), r)
+                 for r, (i, s) in enumerate(zip(ids, scores, strict=False))]
                 for ids, scores in zip(result.ids, result.scores, strict=True)]
 
     def stats(self) -> KBStats:

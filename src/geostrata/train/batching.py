@@ -51,8 +51,9 @@ class FeatureCache:
         chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
         device = next(self.model.parameters()).device
         for chunk in track(chunks, description="Caching tower features", disable=not show_progress):
-            pixels = torch.from_numpy(np.stack([self.processor.preprocess_image(self.images.get(p))
-                                                for p in chunk]))  # (b, 3, S, S)
+            pixels = torch.from_numpy(
+                np.stack([self.processor.preprocess_image(self.images.get(p)) for p in chunk])
+            )  # (b, 3, S, S)
             self._parts.append(self.model.encode_images(pixels.to(device)).to("cpu"))
             for path in chunk:
                 self._rows[path] = len(self._rows)
@@ -70,17 +71,26 @@ class FeatureCache:
 class VQACollator:
     """Sample records -> one model batch (prompt + answer tokens, image or features, targets)."""
 
-    def __init__(self, processor: GeoStrataProcessor, images: ImageStore,
-                 features: FeatureCache | None = None, targets: AlignTargetBuilder | None = None,
-                 truths: dict[str, Truth] | None = None, with_answers: bool = True) -> None:
+    def __init__(
+        self,
+        processor: GeoStrataProcessor,
+        images: ImageStore,
+        features: FeatureCache | None = None,
+        targets: AlignTargetBuilder | None = None,
+        truths: dict[str, Truth] | None = None,
+        with_answers: bool = True,
+    ) -> None:
         self.processor, self.images, self.features = processor, images, features
         self.targets, self.truths, self.with_answers = targets, truths or {}, with_answers
 
     def __call__(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         paths = [r["image_path"] for r in records]
         answers = [r["answer"] for r in records] if self.with_answers else None
-        batch = dict(self.processor([self.images.get(p) for p in paths],
-                                    [r["question"] for r in records], answers))
+        batch = dict(
+            self.processor(
+                [self.images.get(p) for p in paths], [r["question"] for r in records], answers
+            )
+        )
         if self.features is not None:
             batch.pop("pixel_values")
             batch["features"] = self.features.get(paths)

@@ -26,7 +26,8 @@ class DataConfig:
 
     kind: synthetic (a `geostrata data synth` folder, read through its RSVQA files plus its
     annotations) | rsvqa (RSVQA LR/HR) | folder (UCMerced/AID/NWPU/WHU scene folders, turned into
-    "What type of scene is this?" questions) | instruct (LLaVA/GeoChat JSON) | geochat_bench (JSONL).
+    "What type of scene is this?" questions) | instruct (LLaVA/GeoChat JSON) | geochat_bench
+    (GeoChat-Bench JSONL).
     """
 
     kind: str = "synthetic"
@@ -103,7 +104,9 @@ class ExperimentConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known, key=str)  # YAML keys need not be strings
         if unknown:
-            raise ConfigError(f"unknown key(s) {unknown} in experiment config {source}; known: {sorted(known)}")
+            raise ConfigError(
+                f"unknown key(s) {unknown} in experiment config {source}; known: {sorted(known)}"
+            )
         kwargs = dict(data)
         try:
             if "data" in kwargs:
@@ -112,7 +115,9 @@ class ExperimentConfig:
                 if stage in kwargs:
                     defaults = getattr(cls(), stage).to_dict()
                     stage_data = _mapping(kwargs[stage], f"{source}: {stage}")
-                    kwargs[stage] = TrainConfig.from_dict({**defaults, **stage_data}, f"{source}: {stage}")
+                    kwargs[stage] = TrainConfig.from_dict(
+                        {**defaults, **stage_data}, f"{source}: {stage}"
+                    )
             return cls(**kwargs)
         except ConfigError as exc:
             if source in str(exc):
@@ -121,7 +126,7 @@ class ExperimentConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-        """Read a YAML experiment file, then apply `key.sub=value` overrides (values parsed as YAML)."""
+        """Read a YAML experiment file, then apply `key.sub=value` overrides (values are YAML)."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"experiment config {path} does not exist")

@@ -41,8 +41,9 @@ class Session:
 
     def collator(self, with_answers: bool) -> VQACollator:
         targets = self.targets if with_answers else None
-        return VQACollator(self.processor, self.images, self.features, targets, self.task.truths,
-                           with_answers)
+        return VQACollator(
+            self.processor, self.images, self.features, targets, self.task.truths, with_answers
+        )
 
 
 @dataclass
@@ -53,7 +54,7 @@ class ExperimentResult:
 
 
 def is_main_process() -> bool:
-    """Rank 0 of a torchrun / accelerate launch job (or a plain single process): the one that writes."""
+    """Rank 0 of a torchrun / accelerate launch job (or a single process): the one that writes."""
     return int(os.environ.get("RANK", "0")) == 0
 
 
@@ -73,10 +74,14 @@ def build_processor(cfg: ExperimentConfig, task: TaskData, knowledge: Any, model
     else:
         corpus = task.corpus() + [e.name for e in knowledge.entries]
         tokenizer = train_tokenizer(corpus, vocab_size=cfg.tokenizer_vocab)
-    return GeoStrataProcessor(tokenizer, image_size=model_cfg.image_size,
-                              num_image_tokens=model_cfg.num_image_tokens,
-                              mean=model_cfg.image_mean, std=model_cfg.image_std,
-                              question_encoder=knowledge.encode_text)
+    return GeoStrataProcessor(
+        tokenizer,
+        image_size=model_cfg.image_size,
+        num_image_tokens=model_cfg.num_image_tokens,
+        mean=model_cfg.image_mean,
+        std=model_cfg.image_std,
+        question_encoder=knowledge.encode_text,
+    )
 
 
 def pretrained_tokenizer(model_cfg: Any) -> Any:
@@ -99,8 +104,10 @@ def pretrained_tokenizer(model_cfg: Any) -> Any:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     if image_id != model_cfg.image_token_id:
-        raise ConfigError(f"the tokenizer gives <image> id {image_id}, the config expects "
-                          f"image_token_id={model_cfg.image_token_id}")
+        raise ConfigError(
+            f"the tokenizer gives <image> id {image_id}, the config expects "
+            f"image_token_id={model_cfg.image_token_id}"
+        )
     return tokenizer
 
 
@@ -117,15 +124,17 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
     out = Path(cfg.output_dir)
     model_cfg = GeoStrataConfig.from_preset(cfg.preset, **cfg.model)
     if (out / PROCESSOR_DIR).is_dir():  # a resumed run keeps its tokenizer
-        processor = GeoStrataProcessor.from_pretrained(out / PROCESSOR_DIR,
-                                                       question_encoder=knowledge.encode_text)
+        processor = GeoStrataProcessor.from_pretrained(
+            out / PROCESSOR_DIR, question_encoder=knowledge.encode_text
+        )
     else:
         processor = build_processor(cfg, task, knowledge, model_cfg)  # deterministic on every rank
         if is_main_process():
             processor.save_pretrained(out / PROCESSOR_DIR)
     if not model_cfg.text_name_or_path:  # a locally trained tokenizer sets the vocabulary
-        model_cfg = GeoStrataConfig.from_preset(cfg.preset, vocab_size=len(processor.tokenizer),
-                                                **cfg.model)
+        model_cfg = GeoStrataConfig.from_preset(
+            cfg.preset, vocab_size=len(processor.tokenizer), **cfg.model
+        )
     torch.manual_seed(cfg.seed)
     model = GeoStrataForConditionalGeneration(model_cfg)
     model.attach_knowledge(knowledge)
@@ -135,8 +144,9 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
     return Session(cfg, task, knowledge, processor, model, images, features, targets)
 
 
-def _feature_cache(model: Any, processor: Any, images: ImageStore, task: TaskData,
-                   show_progress: bool) -> FeatureCache | None:
+def _feature_cache(
+    model: Any, processor: Any, images: ImageStore, task: TaskData, show_progress: bool
+) -> FeatureCache | None:
     """Cache tower features when the tower cannot change (no trainable vision parameter)."""
     if any(p.requires_grad for p in model.vision.parameters()):
         return None
@@ -145,7 +155,9 @@ def _feature_cache(model: Any, processor: Any, images: ImageStore, task: TaskDat
     return cache
 
 
-def run_experiment(cfg: ExperimentConfig, resume: bool = False, show_progress: bool = True) -> ExperimentResult:
+def run_experiment(
+    cfg: ExperimentConfig, resume: bool = False, show_progress: bool = True
+) -> ExperimentResult:
     """Train stage 1 then stage 2 (each resumable), save the model, return the session."""
     out = Path(cfg.output_dir)
     if is_main_process():
@@ -156,9 +168,15 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, show_progress: b
     stages: dict[str, TrainResult] = {}
     for stage in ("stage1", "stage2"):
         params = stage_parameters(session.model, stage, allowed)
-        stages[stage] = train(session.model, session.task.train, session.collator(True),
-                              cfg.stage(stage), params=params, resume=resume,
-                              show_progress=show_progress)
+        stages[stage] = train(
+            session.model,
+            session.task.train,
+            session.collator(True),
+            cfg.stage(stage),
+            params=params,
+            resume=resume,
+            show_progress=show_progress,
+        )
     session.model.requires_grad_(False)
     path = Path(cfg.output_dir) / MODEL_DIR
     if is_main_process():
@@ -191,9 +209,10 @@ def save_session(session: Session) -> Path:
     return path
 
 
-def open_session(model_dir: str | Path, data_overrides: dict[str, str] | None = None,
-                 show_progress: bool = True) -> Session:
-    """A Session around a saved model, for evaluation (data: the training data unless overridden)."""
+def open_session(
+    model_dir: str | Path, data_overrides: dict[str, str] | None = None, show_progress: bool = True
+) -> Session:
+    """A Session around a saved model for evaluation (data: the training data unless overridden)."""
     import dataclasses
 
     from geostrata.inference import load_model
@@ -205,7 +224,12 @@ def open_session(model_dir: str | Path, data_overrides: dict[str, str] | None = 
         cfg.data = DataConfig(**{**dataclasses.asdict(cfg.data), **data_overrides})
     task = load_task(cfg.data)
     images = ImageStore(loaded.model.config.image_size)
-    features = _feature_cache(loaded.model, loaded.processor, images,
-                              dataclasses.replace(task, train=[]), show_progress)
-    targets = AlignTargetBuilder(loaded.knowledge, task.dataset, task.labels) if task.labels else None
-    return Session(cfg, task, loaded.knowledge, loaded.processor, loaded.model, images, features, targets)
+    features = _feature_cache(
+        loaded.model, loaded.processor, images, dataclasses.replace(task, train=[]), show_progress
+    )
+    targets = (
+        AlignTargetBuilder(loaded.knowledge, task.dataset, task.labels) if task.labels else None
+    )
+    return Session(
+        cfg, task, loaded.knowledge, loaded.processor, loaded.model, images, features, targets
+    )

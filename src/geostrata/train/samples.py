@@ -71,26 +71,48 @@ def _synthetic(cfg: DataConfig) -> TaskData:
         for ann in load_annotations(root, split).values():
             path = str(root / ann["image"])
             truths[path] = Truth.from_annotation(ann)
-            captions.setdefault(split, []).append(_caption_record(path, str(ann["id"]), ann["caption"]))
+            captions.setdefault(split, []).append(
+                _caption_record(path, str(ann["id"]), ann["caption"])
+            )
     train = list(RSVQADataset(root, cfg.train_split, prefix="SYN").records)
     if cfg.captions:
         train += captions.get(cfg.train_split, [])
-    labels = {"scene": meta["scene_classes"], "region": meta["land_covers"], "object": meta["object_classes"]}
-    return TaskData("synthetic", train, list(RSVQADataset(root, cfg.eval_split, prefix="SYN").records),
-                    truths, labels, list(meta["scene_classes"]))
+    labels = {
+        "scene": meta["scene_classes"],
+        "region": meta["land_covers"],
+        "object": meta["object_classes"],
+    }
+    return TaskData(
+        "synthetic",
+        train,
+        list(RSVQADataset(root, cfg.eval_split, prefix="SYN").records),
+        truths,
+        labels,
+        list(meta["scene_classes"]),
+    )
 
 
 def _caption_record(path: str, image_id: str, caption: str) -> dict[str, Any]:
-    return {"image_path": path, "image_id": image_id, "question_id": f"caption:{image_id}",
-            "question": CAPTION_QUESTION, "answer": caption, "qtype": "caption", "level": "scene"}
+    return {
+        "image_path": path,
+        "image_id": image_id,
+        "question_id": f"caption:{image_id}",
+        "question": CAPTION_QUESTION,
+        "answer": caption,
+        "qtype": "caption",
+        "level": "scene",
+    }
 
 
 def _rsvqa(cfg: DataConfig) -> TaskData:
     from geostrata.data import RSVQADataset
 
     def split(name: str) -> list[dict[str, Any]]:
-        return list(RSVQADataset(cfg.root, name, prefix=cfg.prefix, image_dir=cfg.image_dir,
-                                 image_ext=cfg.image_ext).records)
+        return list(
+            RSVQADataset(
+                cfg.root, name, prefix=cfg.prefix, image_dir=cfg.image_dir, image_ext=cfg.image_ext
+            ).records
+        )
 
     return TaskData("rsvqa", split(cfg.train_split), split(cfg.eval_split))
 
@@ -105,14 +127,29 @@ def _folder(cfg: DataConfig) -> TaskData:
     train_ds, eval_ds = split(cfg.train_split), split(cfg.eval_split)
     truths = {r["image_path"]: Truth(scene=r["label"]) for r in train_ds.records + eval_ds.records}
     dataset = cfg.dataset or Path(cfg.root).name.lower()
-    return TaskData(dataset, _scene_records(train_ds.records), _scene_records(eval_ds.records),
-                    truths, {"scene": list(train_ds.classes)}, list(train_ds.classes))
+    return TaskData(
+        dataset,
+        _scene_records(train_ds.records),
+        _scene_records(eval_ds.records),
+        truths,
+        {"scene": list(train_ds.classes)},
+        list(train_ds.classes),
+    )
 
 
 def _scene_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"image_path": r["image_path"], "image_id": r["image_path"], "question_id": r["image_path"],
-             "question": SCENE_QUESTION, "answer": scene_answer(r["label"]), "qtype": "scene",
-             "level": "scene"} for r in records]
+    return [
+        {
+            "image_path": r["image_path"],
+            "image_id": r["image_path"],
+            "question_id": r["image_path"],
+            "question": SCENE_QUESTION,
+            "answer": scene_answer(r["label"]),
+            "qtype": "scene",
+            "level": "scene",
+        }
+        for r in records
+    ]
 
 
 def _instruct(cfg: DataConfig) -> TaskData:
@@ -127,5 +164,7 @@ def _instruct(cfg: DataConfig) -> TaskData:
 def _geochat_bench(cfg: DataConfig) -> TaskData:
     from geostrata.data import GeoChatBenchDataset
 
-    records = list(GeoChatBenchDataset(Path(cfg.root) / cfg.eval_split, cfg.image_dir or cfg.root).records)
+    records = list(
+        GeoChatBenchDataset(Path(cfg.root) / cfg.eval_split, cfg.image_dir or cfg.root).records
+    )
     return TaskData("geochat_bench", [], records)

@@ -12,7 +12,15 @@ import torch
 
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "stage1": ("vision", "augmentation", "fusion", "projector", "default_question"),
-    "stage2": ("vision", "augmentation", "experts", "fusion", "projector", "default_question", "llm"),
+    "stage2": (
+        "vision",
+        "augmentation",
+        "experts",
+        "fusion",
+        "projector",
+        "default_question",
+        "llm",
+    ),
 }
 
 
@@ -29,7 +37,8 @@ def stage_parameters(
     allowed = allowed if allowed is not None else trainable_names(model)
     prefixes = STAGE_MODULES[stage]
     chosen = [
-        p for name, p in model.named_parameters()
+        p
+        for name, p in model.named_parameters()
         if name in allowed and name.split(".")[0] in prefixes
     ]
     for name, p in model.named_parameters():

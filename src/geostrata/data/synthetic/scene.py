@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geostrata.data.synthetic.describe import attributes, caption
 from geostrata.data.synthetic.draw import DEFAULT_SIZE, PLACE_ORDER, Canvas
 from geostrata.data.synthetic.layout import Layout, cover_fractions, cover_grid, make_layout
 from geostrata.data.synthetic.placement import paint_linear, place, plan_linear
-from geostrata.data.synthetic.describe import attributes, caption
 from geostrata.data.synthetic.recipes import Recipe, recipes
 from geostrata.data.synthetic.render import apply_look, background, draw_look
 from geostrata.data.synthetic.vocab import SCENE_CLASSES
