@@ -8,6 +8,7 @@ scoring and free generation, overall and per class, with confusion matrices.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,9 @@ def _run_text(session: Any) -> str:
 
 
 def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
+    """Atomic: a kill mid-write leaves the previous file (or none), never a cut one."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps({k: v for k, v in row.items() if k != "image"}) + "\n")
+    os.replace(tmp, path)
