@@ -36,6 +36,9 @@ COLUMNS = (
     "type_area",
     "type_land_cover",
     "type_scene",
+    "retrieval_scene",
+    "retrieval_region",
+    "retrieval_object",
 )
 
 
@@ -44,6 +47,14 @@ class AblationResult:
     runs: dict[str, list[dict[str, float]]]  # variant -> one summary per seed
     prior: dict[str, float]
     wall_s: float
+
+    @classmethod
+    def load(cls, path: str | Path) -> AblationResult:
+        """Read the `ablation.json` a (possibly interrupted) run wrote."""
+        import json
+
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(data["runs"], data["prior"], float("nan"))
 
     def mean_std(self, variant: str, column: str) -> tuple[float, float]:
         values = [r[column] for r in self.runs[variant] if column in r]

@@ -16,6 +16,7 @@ files on disk.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import random
@@ -277,8 +278,9 @@ class ShardStream(IterableDataset[Sample]):
     `shuffle=True` the shard order is permuted by (seed, epoch), identically on every rank,
     and samples pass through a `shuffle_buffer`-sized buffer seeded by (seed, epoch, reader).
     `rank` / `world_size` default to torch.distributed's when it is initialised (as under
-    `accelerate launch`), else 0 / 1. Ranks may get one shard more than others: train for a
-    fixed number of steps, or write a multiple of (ranks x workers) equal shards.
+    `accelerate launch`), else 0 / 1; `train()` re-sets them from its Accelerator through
+    `set_rank`. Ranks may get one shard more than others: train for a fixed number of steps, or
+    write a multiple of (ranks x workers) equal shards.
     """
 
     def __init__(
@@ -307,6 +309,11 @@ class ShardStream(IterableDataset[Sample]):
         """Change the shuffle for the next pass (call on every rank before iterating)."""
         self.epoch = epoch
 
+    def set_rank(self, rank: int, world_size: int) -> None:
+        """Re-split the shards for this process; the training loop calls it from its Accelerator,
+        so a stream built before the process group exists still reads its own shards."""
+        self.rank, self.world_size = _distributed(rank, world_size)
+
     def reader_shards(self, worker_id: int = 0, num_workers: int = 1) -> list[Path]:
         """The shards reader (this rank, `worker_id` of `num_workers`) reads this epoch."""
         readers = self.world_size * num_workers
@@ -321,17 +328,33 @@ class ShardStream(IterableDataset[Sample]):
             random.Random(f"{self.seed}:{self.epoch}").shuffle(order)
         return order[self.rank * num_workers + worker_id :: readers]
 
-    def iter_reader(self, worker_id: int = 0, num_workers: int = 1) -> Iterator[Sample]:
-        """Samples of one reader; `__iter__` calls this with the DataLoader worker's id."""
-        raw = (s for shard in self.reader_shards(worker_id, num_workers)
-               for s in iter_raw_samples(shard))
+    def iter_reader(
+        self, worker_id: int = 0, num_workers: int = 1, start: int = 0
+    ) -> Iterator[Sample]:
+        """Samples of one reader; `__iter__` calls this with the DataLoader worker's id.
+
+        The first `start` samples of the pass are read (the shuffle needs them) but not decoded.
+        """
+        raw: Iterable[RawSample] = (s for shard in self.reader_shards(worker_id, num_workers)
+                                    for s in iter_raw_samples(shard))
         if self.shuffle:
             reader = self.rank * num_workers + worker_id
             raw = shuffled(raw, self.shuffle_buffer,
                            random.Random(f"{self.seed}:{self.epoch}:{reader}"))
-        for item in raw:
+        for item in itertools.islice(raw, start, None):
             sample = decode_sample(item, self.bands)
             yield self.transform(sample) if self.transform else sample
+
+    def iter_from(self, start: int) -> Iterator[Sample]:
+        """This rank's pass from position `start` on, in one reader (no DataLoader workers).
+
+        A resumed training run uses it to skip what it consumed before the crash without
+        decoding those images again.
+        """
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ConfigError(f"ShardStream.iter_from: start must be an integer >= 0, "
+                              f"got {start!r}")
+        return self.iter_reader(0, 1, start=start)
 
     def __iter__(self) -> Iterator[Sample]:
         info = get_worker_info()

@@ -8,10 +8,19 @@ What makes resume exact (bit-identical on the same hardware):
 * the checkpoint stores weights, optimizer, scheduler, grad scaler, and every process's python /
   numpy / torch RNG states, taken at an optimizer-step boundary;
 * nothing in the loop draws from the global RNGs except the model itself (no DataLoader seeding).
+
+An ``IterableDataset`` (e.g. :class:`geostrata.data.shards.ShardStream`) is streamed instead of
+indexed, so the corpus never has to fit in memory: each process iterates its own stream
+(the loop calls ``set_rank(process_index, num_processes)`` when the stream has it), starts the
+next epoch with ``set_epoch(epoch + 1)`` when a pass is exhausted, and checkpoints every process's
+(epoch, samples consumed in it). Resume re-opens that epoch and skips exactly those samples
+(``iter_from(start)`` when the stream offers it, so skipped images are not decoded), which is exact
+because the stream's order is a pure function of (seed, epoch, rank).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -25,7 +34,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object, send_to_device, set_seed
-from torch.utils.data import default_collate
+from torch.utils.data import IterableDataset, default_collate
 
 from geostrata.errors import CheckpointError, ConfigError
 from geostrata.train.checkpoint import (
@@ -68,11 +77,20 @@ class TrainResult:
 class _Progress:
     """Mutable position of the run; everything :func:`train` must restore on resume."""
 
-    dataset_len: int
+    dataset_len: int | None  # None: a stream without len(); epochs are then counted
     step: int = 0
     samples_seen: int = 0  # global position in the sample stream (all processes)
     last_checkpoint: Path | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    feed: StreamBatches | None = None  # the position in a streamed dataset, when there is one
+    saved_streams: list[dict[str, int]] | None = None  # every process's, from the checkpoint
+
+    def epoch(self) -> float:
+        """Epochs so far: ``samples_seen / len`` when the length is known, else as counted by
+        this process's stream (whole passes completed)."""
+        if self.dataset_len:
+            return self.samples_seen / self.dataset_len
+        return float(self.feed.position.epoch if self.feed is not None else 0)
 
 
 class SeededSampleStream:
@@ -113,6 +131,61 @@ class SeededSampleStream:
             first = self.position + self.process_index * self.batch_size
             yield [self._index(g) for g in range(first, first + self.batch_size)]
             self.position += self.batch_size * self.num_processes
+
+
+@dataclass
+class StreamPosition:
+    """Where one process stands in a streamed dataset: the pass and the samples taken from it."""
+
+    epoch: int = 0
+    consumed: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "consumed": self.consumed}
+
+
+class StreamBatches:
+    """Endless micro-batches (lists of samples) drawn from an iterable dataset, pass after pass.
+
+    ``position`` is updated before each batch is handed out, so between optimizer steps it is
+    exactly what a resumed run must skip. Only the batch being filled is held here; the stream
+    itself holds at most its shuffle buffer.
+    """
+
+    def __init__(self, dataset: Any, batch_size: int, start: StreamPosition | None = None) -> None:
+        self.dataset, self.batch_size = dataset, batch_size
+        self.position = start or StreamPosition()
+
+    def _open(self) -> Iterator[Any]:
+        """The current pass from ``position.consumed`` on."""
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.position.epoch)
+        skip = self.position.consumed
+        if skip and hasattr(self.dataset, "iter_from"):
+            return iter(self.dataset.iter_from(skip))
+        return itertools.islice(iter(self.dataset), skip, None)
+
+    def _samples(self) -> Iterator[Any]:
+        while True:
+            for sample in self._open():
+                self.position.consumed += 1
+                yield sample
+            if self.position.consumed == 0:
+                raise ConfigError(
+                    f"the training stream yielded no samples in epoch {self.position.epoch}: an "
+                    "empty dataset, or an iterator that cannot be iterated a second time"
+                )
+            self.position = StreamPosition(self.position.epoch + 1, 0)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        samples = self._samples()
+        while True:
+            yield [next(samples) for _ in range(self.batch_size)]
+
+
+def is_stream(dataset: Any) -> bool:
+    """Streamed, not indexed: an ``IterableDataset``, or any iterable without ``__getitem__``."""
+    return isinstance(dataset, IterableDataset) or not hasattr(dataset, "__getitem__")
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
@@ -206,17 +279,14 @@ def train(
     ``*_loss`` are logged too. ``params`` defaults to the parameters with ``requires_grad``.
     ``resume=True`` continues from the newest checkpoint in ``cfg.output_dir`` (a fresh start if
     there is none); a path resumes from that checkpoint. ``collate_fn=None`` uses torch's
-    ``default_collate``.
+    ``default_collate``. ``dataset`` is indexed (``len`` + ``[]``) or, when it is an
+    ``IterableDataset``, streamed (module docstring).
     """
     run = _prepare(model, cfg, params, accelerator or make_accelerator(cfg))
-    progress = _Progress(dataset_len=len(dataset))
+    progress = _Progress(dataset_len=_dataset_len(dataset))
     _start_or_resume(run, resume, progress)
     run.model.train()
-    stream = SeededSampleStream(
-        len(dataset), cfg.batch_size, cfg.seed, progress.samples_seen,
-        run.accelerator.num_processes, run.accelerator.process_index,
-    )
-    batches = _batches(dataset, stream, collate_fn or default_collate, run.accelerator.device)
+    batches = _micro_batches(run, dataset, collate_fn or default_collate, progress)
     start_step, t0 = progress.step, time.perf_counter()
     show = show_progress and run.accelerator.is_main_process
     with _ProgressBar(show, cfg.max_steps, start_step) as bar:
@@ -231,7 +301,7 @@ def train(
             saved = _save(run, progress) if _should_save(progress.step, cfg) else None
             bar.advance()
             if on_step is not None:
-                epoch = progress.samples_seen // progress.dataset_len
+                epoch = int(progress.epoch())
                 on_step(StepInfo(progress.step, epoch, float(stats.losses.mean()), stats.lr, saved))
     wall = time.perf_counter() - t0
     samples = (progress.step - start_step) * run.samples_per_step
@@ -290,6 +360,58 @@ def _batches(
         yield send_to_device(collate([dataset[i] for i in indices]), device)
 
 
+def _dataset_len(dataset: Any) -> int | None:
+    """``len(dataset)``; None for a stream that has no length (its epochs are counted)."""
+    if not is_stream(dataset):
+        return len(dataset)
+    try:
+        length = len(dataset)
+    except TypeError:
+        return None
+    if length == 0:
+        raise ConfigError("cannot train on an empty dataset (length 0)")
+    return length
+
+
+def _micro_batches(
+    run: _Run, dataset: Any, collate: Callable, progress: _Progress
+) -> Iterator[dict[str, Any]]:
+    """This process's collated micro-batches, on its device, from the run's data position."""
+    acc, cfg = run.accelerator, run.cfg
+    if not is_stream(dataset):
+        stream = SeededSampleStream(
+            len(dataset), cfg.batch_size, cfg.seed, progress.samples_seen,
+            acc.num_processes, acc.process_index,
+        )
+        return _batches(dataset, stream, collate, acc.device)
+    if hasattr(dataset, "set_rank"):
+        dataset.set_rank(acc.process_index, acc.num_processes)
+    progress.feed = StreamBatches(dataset, cfg.batch_size, _stream_start(run, progress))
+    return (send_to_device(collate(batch), acc.device) for batch in progress.feed)
+
+
+def _stream_start(run: _Run, progress: _Progress) -> StreamPosition:
+    """This process's saved stream position; a fresh pass when the process count changed."""
+    acc, saved = run.accelerator, progress.saved_streams
+    if saved is None:
+        if progress.step > 0:
+            raise CheckpointError(
+                f"checkpoint {progress.last_checkpoint} holds no stream position (it was saved "
+                "by a run on an indexed dataset); resume it with an indexed dataset"
+            )
+        return StreamPosition()
+    if len(saved) != acc.num_processes:
+        epoch = max(int(s["epoch"]) for s in saved) + 1
+        acc.print(
+            f"warning: {progress.last_checkpoint} was saved by {len(saved)} processes, now "
+            f"{acc.num_processes}; the shards are split differently, so every process starts "
+            f"epoch {epoch} from its beginning"
+        )
+        return StreamPosition(epoch, 0)
+    mine = saved[acc.process_index]
+    return StreamPosition(int(mine["epoch"]), int(mine["consumed"]))
+
+
 def _optimizer_step(run: _Run, batches: Iterator[dict[str, Any]]) -> _StepStats:
     """``grad_accum`` forward/backward passes, then one clipped update and a scheduler step."""
     acc, cfg = run.accelerator, run.cfg
@@ -338,7 +460,7 @@ def _log(
     elapsed = max(time.perf_counter() - window[0], 1e-9)
     entry: dict[str, float] = {
         "step": progress.step,
-        "epoch": progress.samples_seen / progress.dataset_len,
+        "epoch": progress.epoch(),
         "loss": values[0],
         "lr": stats.lr,
         "samples_per_s": (progress.step - window[1]) * run.samples_per_step / elapsed,
@@ -403,13 +525,17 @@ def _restore(run: _Run, path: Path, progress: _Progress) -> None:
         restore_rng_state(rng[min(acc.process_index, len(rng) - 1)])
     progress.step = ckpt.step
     progress.samples_seen = int(ckpt.trainer_state["samples_seen"])
+    progress.saved_streams = ckpt.trainer_state.get("stream")
     progress.last_checkpoint = path
 
 
 def _save(run: _Run, progress: _Progress) -> Path:
-    """Gather every process's RNG state; the main process writes; all wait for it."""
+    """Gather every process's RNG state (and stream position); the main process writes; all
+    wait for it."""
     acc = run.accelerator
-    rng_states = gather_object([capture_rng_state()])  # one entry per process
+    feed = progress.feed
+    local = {"rng": capture_rng_state(), "stream": feed.position.to_dict() if feed else None}
+    gathered = gather_object([local])  # one entry per process
     path = Path(run.cfg.output_dir) / checkpoint_dir_name(progress.step)
     if acc.is_main_process:
         torch_states = {
@@ -420,11 +546,13 @@ def _save(run: _Run, progress: _Progress) -> Path:
             torch_states["scaler"] = acc.scaler.state_dict()
         trainer_state = {
             "samples_seen": progress.samples_seen,
-            "epoch": progress.samples_seen // progress.dataset_len,
+            "epoch": int(progress.epoch()),
             "num_processes": acc.num_processes,
-            "rng": rng_states,
+            "rng": [g["rng"] for g in gathered],
             "config": run.cfg.to_dict(),
         }
+        if feed is not None:
+            trainer_state["stream"] = [g["stream"] for g in gathered]
         path = save_checkpoint(run.cfg.output_dir, progress.step, _weights(run), torch_states,
                                trainer_state, run.cfg.keep_last)
     acc.wait_for_everyone()
