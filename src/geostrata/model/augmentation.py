@@ -30,7 +30,6 @@ from geostrata.errors import InputError, KnowledgeBaseError
 from geostrata.knowledge.protocol import Retriever
 from geostrata.model.configuration import AugmentationConfig
 
-
 QUESTION_MIX = 0.5  # the question's offset to a retrieval query is at most half its visual part
 
 
