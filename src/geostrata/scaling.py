@@ -256,7 +256,7 @@ def glue_parameters(config: GeoStrataConfig, vision_hidden: int) -> int:
     fusion = d * llm_h + llm_h * llm_h
     augment = vision_hidden * d + d * dk
     if config.retrieval and config.top_k > 0:
-        augment += (d + dk) * dk + 2 * dk * d + 4 * d * d
+        augment += dk * dk + 2 * dk * d + 4 * d * d  # query (question -> Dk), cue, question
     experts = n * (4 + 2 * config.expert_ffn_mult) * d * d + (n - 1) * 4 * d * d
     return n * augment + (experts if config.experts else 0) + fusion
 
