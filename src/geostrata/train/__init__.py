@@ -11,12 +11,15 @@ from geostrata.train.checkpoint import (
     save_checkpoint,
 )
 from geostrata.train.config import TrainConfig
-from geostrata.train.loop import SeededSampleStream, StepInfo, TrainResult, train
+from geostrata.train.loop import StepInfo, TrainResult, train
+from geostrata.train.sampling import SeededSampleStream, StreamBatches, StreamPosition
 
 __all__ = [
     "Checkpoint",
     "SeededSampleStream",
     "StepInfo",
+    "StreamBatches",
+    "StreamPosition",
     "TrainConfig",
     "TrainResult",
     "WeightsLoadResult",
