@@ -63,7 +63,7 @@ def build(
     out: Annotated[Path, typer.Option(help="Folder to write the base to.")],
     source: SourceOpt = None,
     encoder: EncoderOpt = "minilm",
-    index: Annotated[str, typer.Option(help="FAISS index: auto, flat, ivf, ivfpq or hnsw.")] = "auto",
+    index: Annotated[str, typer.Option(help="FAISS: auto, flat, ivf, ivfpq or hnsw.")] = "auto",
     cache_dir: CacheOpt = None,
 ) -> None:
     """Embed every entry and write entries, embeddings and FAISS indexes to OUT."""
