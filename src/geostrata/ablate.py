@@ -116,6 +116,6 @@ def markdown_table(result: AblationResult, columns: Sequence[str] = COLUMNS) -> 
         cells = []
         for column in present:
             mean, std = result.mean_std(variant, column)
-            cells.append(f"{100 * mean:.1f} ± {100 * std:.1f}")
+            cells.append("–" if mean != mean else f"{100 * mean:.1f} ± {100 * std:.1f}")  # nan
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
