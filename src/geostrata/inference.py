@@ -7,6 +7,7 @@ are given) the scene-class probabilities from closed-set scoring.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -100,7 +101,6 @@ def _as_image(image: np.ndarray | str | Path) -> np.ndarray:
     return image
 
 
-@torch.no_grad()
 def predict(
     loaded: LoadedModel,
     image: np.ndarray | str | Path,
@@ -109,18 +109,10 @@ def predict(
     max_new_tokens: int = 16,
     top_classes: int = 5,
 ) -> Prediction:
-    """Answer `question` about `image`, with retrieved cues, router weights and class scores."""
-    question, image = check_question(question), _as_image(image)
-    batch = _batch(loaded, image, question)
-    out = loaded.model(**batch)
-    new_ids = loaded.model.generate(**batch, max_new_tokens=max_new_tokens)
-    answer = loaded.processor.tokenizer.batch_decode(new_ids, skip_special_tokens=True)[0].strip()
-    return Prediction(
-        answer,
-        _cues(loaded, out.retrieved),
-        _router(loaded, out.router_weights),
-        _class_probs(loaded, image, classes, top_classes),
-    )
+    """Answer `question` about `image`, with retrieved cues, router weights and class scores
+    (the final state of `stream_predict`)."""
+    steps = stream_predict(loaded, image, question, classes, max_new_tokens, top_classes)
+    return collections.deque(steps, maxlen=1)[0]  # the last state; it always yields
 
 
 @torch.no_grad()
@@ -137,7 +129,7 @@ def stream_predict(
     The first yield (empty answer) already carries the cues and router weights, which come out
     of the prompt's forward pass; then one yield per generated token with the answer so far;
     the last yield adds the class probabilities. Decoding is greedy with the KV cache, like
-    `predict`'s `generate`, so the final answer is the same; the image path runs once.
+    `model.generate`, so the final answer is the same; the image path runs once.
     """
     question, image = check_question(question), _as_image(image)
     batch = _batch(loaded, image, question)

@@ -1,9 +1,9 @@
-"""stream_predict is predict, step by step."""
+"""stream_predict is predict, step by step, and decodes as transformers' generate does."""
 
 import pytest
 
 from geostrata.errors import InputError
-from geostrata.inference import predict, stream_predict
+from geostrata.inference import _batch, _cues, predict, stream_predict
 
 
 def test_stream_ends_with_predicts_answer(loaded, sample_png):
@@ -13,12 +13,19 @@ def test_stream_ends_with_predicts_answer(loaded, sample_png):
     )
     final = predict(loaded, sample_png, "Is there a ship?", classes=classes, max_new_tokens=6)
     assert steps[0].answer == "" and steps[0].cues and steps[0].router  # evidence before tokens
-    assert steps[-1].answer == final.answer
-    assert steps[-1].router == pytest.approx(final.router, abs=1e-5)
-    assert [[c.id for c in cs] for cs in steps[-1].cues.values()] == [
-        [c.id for c in cs] for cs in final.cues.values()
+    assert steps[-1] == final
+    # An independent path: the model's own (HF) generate and forward on the same batch.
+    from geostrata.inference import _as_image
+
+    batch = _batch(loaded, _as_image(sample_png), "Is there a ship?")
+    new_ids = loaded.model.generate(**batch, max_new_tokens=6)
+    text = loaded.processor.tokenizer.batch_decode(new_ids, skip_special_tokens=True)[0].strip()
+    assert final.answer == text
+    out = loaded.model(**batch)
+    assert [[c.id for c in cs] for cs in final.cues.values()] == [
+        [c.id for c in cs] for cs in _cues(loaded, out.retrieved).values()
     ]
-    assert [c for c, _ in steps[-1].class_probs] == [c for c, _ in final.class_probs]
+    assert list(final.router.values()) == pytest.approx(out.router_weights[0].tolist(), abs=1e-5)
     assert len(steps) <= 6 + 2  # first (evidence) + one per token + last (classes)
     answers = [s.answer for s in steps[1:-1]]
     assert all(len(a) <= len(b) for a, b in zip(answers, answers[1:], strict=False))

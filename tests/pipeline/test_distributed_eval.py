@@ -2,47 +2,17 @@
 the metrics of a single-process run on the same data."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+
+from tests.pipeline.launch import geostrata
 
 pytestmark = pytest.mark.slow
 
 
-def _run(cmd):
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=420)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-8000:]
-
-
 def test_two_process_evaluation_equals_single_process(trained_model_dir, tmp_path):
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "geostrata.cli",
-            "eval",
-            str(trained_model_dir),
-            "--out",
-            str(tmp_path / "one"),
-        ]
-    )
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "geostrata.cli",
-            "eval",
-            str(trained_model_dir),
-            "--out",
-            str(tmp_path / "two"),
-        ]
-    )
+    geostrata("eval", str(trained_model_dir), "--out", str(tmp_path / "one"))
+    geostrata("eval", str(trained_model_dir), "--out", str(tmp_path / "two"), processes=2)
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert one["vqa"]["n"] > 0 and one == two

@@ -8,13 +8,12 @@ nearly sign-like updates amplify that a little (seen: at most 1.3% over 4 steps)
 """
 
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from geostrata.data.synthetic import synthesize
+from tests.pipeline.launch import geostrata
 
 pytestmark = pytest.mark.slow
 
@@ -45,11 +44,6 @@ def _experiment(tmp_path, data, name, batch):
     return path
 
 
-def _run(cmd):
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=420)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-12000:]
-
-
 def _losses(run_dir, stage):
     lines = (run_dir / stage / "history.jsonl").read_text().splitlines()
     return [json.loads(line)["loss"] for line in lines]
@@ -59,22 +53,8 @@ def test_two_processes_follow_the_single_process_loss_curve(tmp_path):
     data = synthesize(tmp_path / "data", 24, 4, size=64, seed=0)
     one = _experiment(tmp_path, data, "one", batch=8)
     two = _experiment(tmp_path, data, "two", batch=4)
-    _run([sys.executable, "-m", "geostrata.cli", "train", str(one), "--no-eval"])
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "geostrata.cli",
-            "train",
-            str(two),
-            "--no-eval",
-        ]
-    )
+    geostrata("train", str(one), "--no-eval")
+    geostrata("train", str(two), "--no-eval", processes=2)
     for stage in ("stage1", "stage2"):
         single, double = _losses(tmp_path / "one", stage), _losses(tmp_path / "two", stage)
         assert len(single) == len(double) > 0
