@@ -71,3 +71,11 @@ def test_save_and_load(tmp_path, processor, images, retriever):
     a, b = processor(images, QUESTIONS, ANSWERS), back(images, QUESTIONS, ANSWERS)
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_text_only_batch_for_cached_features(processor, images):
+    full = processor(images, QUESTIONS, ANSWERS)
+    text = processor(None, QUESTIONS, ANSWERS)
+    assert "pixel_values" not in text and "pixel_values" in full
+    for key in ("input_ids", "attention_mask", "labels", "question_embeds"):
+        torch.testing.assert_close(text[key], full[key])

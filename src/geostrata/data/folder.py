@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from geostrata.data.images import BandPolicy, ImageRecords, missing_files
 from geostrata.errors import AnnotationError, DatasetNotFoundError
+from geostrata.textio import read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -148,12 +149,7 @@ class _SplitReader:
     def _lines(self) -> list[str]:
         if not self.split_file.is_file():
             raise DatasetNotFoundError(f"{self.split_file}: split file not found")
-        try:
-            return self.split_file.read_text(encoding="utf-8").split("\n")
-        except UnicodeDecodeError as err:
-            raise AnnotationError(
-                f"{self.split_file}: not UTF-8 text (byte {err.start}): {err.reason}"
-            ) from err
+        return read_utf8(self.split_file, AnnotationError).split("\n")  # lines are stripped
 
     def _parse(self, entry: str, number: int) -> Sample:
         where = f"{self.split_file}, line {number}"

@@ -33,6 +33,7 @@ from geostrata.data.rsvqa import (
     resolve_level,
 )
 from geostrata.errors import AnnotationError, DatasetNotFoundError
+from geostrata.textio import read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -166,12 +167,8 @@ class GeoChatBenchDataset(ImageRecords, Dataset[Sample]):
     def _lines(self) -> list[str]:
         if not self.jsonl_path.is_file():
             raise DatasetNotFoundError(f"{self.jsonl_path}: JSONL file not found")
-        try:  # split on "\n" only: JSON strings may hold U+2028, which splitlines() would cut
-            return self.jsonl_path.read_bytes().decode("utf-8-sig").split("\n")
-        except UnicodeDecodeError as err:
-            raise AnnotationError(
-                f"{self.jsonl_path}: not UTF-8 text (byte {err.start}): {err.reason}"
-            ) from err
+        # split on "\n" only: JSON strings may hold U+2028, which splitlines() would cut
+        return read_utf8(self.jsonl_path, AnnotationError).split("\n")
 
     def _record(self, number: int, line: str) -> Sample:
         where = f"{self.jsonl_path}: line {number}"

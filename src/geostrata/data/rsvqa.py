@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from geostrata.data.images import BandPolicy, ImageRecords
 from geostrata.errors import AnnotationError, ConfigError, DatasetNotFoundError
+from geostrata.textio import read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +55,9 @@ Transform = Callable[[Sample], Sample]
 def load_json(path: Path) -> Any:
     """Parse a JSON file; bad bytes or syntax become an AnnotationError with line and column."""
     try:
-        text = path.read_bytes().decode("utf-8-sig")  # -sig: tolerate a byte-order mark
+        text = read_utf8(path, AnnotationError)
     except OSError as err:
         raise DatasetNotFoundError(f"{path}: cannot read file: {err}") from err
-    except UnicodeDecodeError as err:
-        raise AnnotationError(f"{path}: not UTF-8 text (byte {err.start}): {err.reason}") from err
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from geostrata.errors import KnowledgeBaseError
+from geostrata.textio import read_utf8
 
 ENTRY_SUFFIXES: tuple[str, ...] = (".jsonl", ".yaml", ".yml")
 # Files in a knowledge folder that are not entries (evaluation material shipped next to them).
@@ -104,22 +105,10 @@ def _entry_from_record(record: _Record) -> Entry:
     return Entry(**{name: data[name] for name in REQUIRED_FIELDS}, **lists)
 
 
-def _read_text(path: Path) -> str:
-    """The file as UTF-8 text; undecodable bytes name the file and their line."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise KnowledgeBaseError(
-            f"{path}:{line}: not UTF-8 text (byte {data[error.start]:#04x} at offset {error.start})"
-        ) from error
-
-
 def _read_jsonl(path: Path) -> list[_Record]:
     records = []
     # split("\n"), not splitlines(): U+2028 and friends may sit raw inside a JSON string.
-    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+    for number, line in enumerate(read_utf8(path, KnowledgeBaseError).split("\n"), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
@@ -132,7 +121,7 @@ def _read_jsonl(path: Path) -> list[_Record]:
 def _read_yaml(path: Path) -> list[_Record]:
     import yaml
 
-    text = _read_text(path)
+    text = read_utf8(path, KnowledgeBaseError)
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -220,7 +209,7 @@ def read_label_map(path: str | Path, known_ids: Iterable[str]) -> dict[str, dict
     """`dataset<TAB>label<TAB>entry_id` rows -> {dataset: {label: entry_id}}, ids checked."""
     path, known = Path(path), set(known_ids)
     table: dict[str, dict[str, str]] = {}
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+    for number, line in enumerate(read_utf8(path, KnowledgeBaseError).splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         fields = line.split("\t")

@@ -94,13 +94,18 @@ class GeoStrataProcessor:
 
     # ---- batch -------------------------------------------------------------------------------
     def __call__(
-        self, images: list[np.ndarray], questions: list[str], answers: list[str] | None = None
+        self,
+        images: list[np.ndarray] | None,
+        questions: list[str],
+        answers: list[str] | None = None,
     ) -> dict[str, torch.Tensor]:
-        if len(images) != len(questions) or (
+        """`images=None` builds the text side only (for cached tower features)."""
+        if (images is not None and len(images) != len(questions)) or (
             answers is not None and len(answers) != len(questions)
         ):
             raise InputError(
-                f"batch sizes differ: {len(images)} images, {len(questions)} questions, "
+                f"batch sizes differ: {'no' if images is None else len(images)} images, "
+                f"{len(questions)} questions, "
                 f"{'no' if answers is None else len(answers)} answers"
             )
         prompts = [self.prompt_ids(q) for q in questions]
@@ -111,9 +116,10 @@ class GeoStrataProcessor:
             rows = [p + a for p, a in zip(prompts, ans, strict=True)]
             labels = [[-100] * len(p) + a for p, a in zip(prompts, ans, strict=True)]
             batch = self._pad(rows, labels, left=False)
-        batch["pixel_values"] = torch.from_numpy(
-            np.stack([self.preprocess_image(im) for im in images])
-        )
+        if images is not None:
+            batch["pixel_values"] = torch.from_numpy(
+                np.stack([self.preprocess_image(im) for im in images])
+            )
         if self.question_encoder is not None:
             emb = np.asarray(self.question_encoder(list(questions)), dtype=np.float32)  # (B, Dk)
             batch["question_embeds"] = torch.from_numpy(emb)

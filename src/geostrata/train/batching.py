@@ -86,13 +86,10 @@ class VQACollator:
     def __call__(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         paths = [r["image_path"] for r in records]
         answers = [r["answer"] for r in records] if self.with_answers else None
-        batch = dict(
-            self.processor(
-                [self.images.get(p) for p in paths], [r["question"] for r in records], answers
-            )
-        )
+        # With cached tower features the pixels are never needed: skip decoding and resizing.
+        images = None if self.features is not None else [self.images.get(p) for p in paths]
+        batch = dict(self.processor(images, [r["question"] for r in records], answers))
         if self.features is not None:
-            batch.pop("pixel_values")
             batch["features"] = self.features.get(paths)
         if self.targets is not None:
             batch["align_targets"] = self.targets([self.truths.get(p, Truth()) for p in paths])

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from geostrata.errors import ConfigError
+from geostrata.textio import read_yaml_mapping
 
 MIXED_PRECISION_CHOICES = ("no", "bf16", "fp16")
 
@@ -85,21 +84,7 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         """Read a YAML mapping of field -> value; ``overrides`` win over the file."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read training config {path}: {exc}") from exc
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"malformed YAML in {path}{where}: {exc}") from exc
-        data = {} if data is None else data
-        if not isinstance(data, dict):
-            kind = type(data).__name__
-            raise ConfigError(f"{path} must hold a mapping of field: value, got a {kind}")
+        data = read_yaml_mapping(path, "training config")
         return cls._from_mapping({**data, **overrides}, source=str(path))
 
     @classmethod

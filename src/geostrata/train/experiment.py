@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from geostrata.errors import ConfigError
+from geostrata.textio import read_yaml_mapping
 from geostrata.train.config import TrainConfig
 
 DATA_KINDS = ("synthetic", "rsvqa", "folder", "instruct", "geochat_bench")
@@ -127,21 +128,7 @@ class ExperimentConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
         """Read a YAML experiment file, then apply `key.sub=value` overrides (values are YAML)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"experiment config {path} does not exist")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read experiment config {path}: {exc}") from exc
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"malformed YAML in {path}{where}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path} must hold a mapping, got {type(data).__name__}")
+        data = read_yaml_mapping(path, "experiment config")
         return cls.from_dict(apply_overrides(data, overrides or []), source=str(path))
 
     def to_dict(self) -> dict[str, Any]:

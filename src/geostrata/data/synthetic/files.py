@@ -14,6 +14,7 @@ from pathlib import Path
 
 from geostrata.data.synthetic.questions import Question
 from geostrata.errors import AnnotationError, DatasetNotFoundError
+from geostrata.textio import read_utf8
 
 GENERATOR = "geostrata.synthetic"
 VERSION = 1
@@ -96,23 +97,13 @@ ANNOTATION_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def _read_json_text(path: Path) -> str:
-    """UTF-8 text of a benchmark file; undecodable bytes raise AnnotationError naming it."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise AnnotationError(f"{path}:{line}: not UTF-8 text (byte offset {e.start})") from e
-
-
 def load_meta(root: str | Path) -> dict:
     """Read DIR/meta.json of a synthesized benchmark, checking the class lists loaders use."""
     path = Path(root) / "meta.json"
     if not path.is_file():
         raise DatasetNotFoundError(f"{path} not found: is {root} a `geostrata data synth` output?")
     try:
-        meta = json.loads(_read_json_text(path))
+        meta = json.loads(read_utf8(path, AnnotationError))
     except json.JSONDecodeError as e:
         raise AnnotationError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
     if not isinstance(meta, dict):
@@ -153,7 +144,7 @@ def load_annotations(root: str | Path, split: str) -> dict[int, dict]:
         raise DatasetNotFoundError(f"{path} not found (split {split!r} of {root})")
     out: dict[int, dict] = {}
     # split("\n"), not splitlines(): captions are written raw (ensure_ascii=False).
-    for lineno, text in enumerate(_read_json_text(path).split("\n"), start=1):
+    for lineno, text in enumerate(read_utf8(path, AnnotationError).split("\n"), start=1):
         if not text.strip():
             continue
         try:

@@ -1,0 +1,52 @@
+"""Reading user-written text files (JSON, JSONL, YAML, TSV, split lists) with errors that name them.
+
+One place decides how GeoStrata decodes a user's file: UTF-8, a leading byte-order mark tolerated,
+newlines left as written (callers split on "\\n" only, since JSON strings may hold U+2028), and
+undecodable bytes reported as the caller's own error type with the file, line and byte.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from geostrata.errors import ConfigError, GeoStrataError
+
+
+def read_utf8(path: str | Path, error: type[GeoStrataError]) -> str:
+    """The file as text; bad bytes raise `error("<path>:<line>: not UTF-8 text ...")`.
+
+    OSError (missing, unreadable) propagates: callers map it to their own "not found" error.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise error(
+            f"{path}:{line}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start}): "
+            f"{err.reason}"
+        ) from err
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping (empty file -> {}); every problem is a ConfigError naming
+    `what` and the file (and the line of a syntax error)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = read_utf8(path, ConfigError)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"malformed YAML in {path}{where}: {exc}") from exc
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of field: value, got {type(data).__name__}")
+    return data
