@@ -26,8 +26,10 @@ STRATEGIES = ("ddp", "zero2", "zero3", "fsdp")
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 # Dense (no sparsity) peak tensor-core TFLOP/s of the SXM parts; fp32 means TF32 matmuls.
 GPU_PEAK_TFLOPS = {"h100": {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7},
+                   "h200": {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7},  # H100's chip
                    "a100": {"bf16": 312.0, "fp16": 312.0, "fp32": 156.0}}
-GPU_MEMORY_GIB = {"h100": 79.6, "a100": 80.0}  # usable HBM as nvidia-smi reports it
+# usable HBM as nvidia-smi reports it (H200: 143,771 MiB read on a lent machine)
+GPU_MEMORY_GIB = {"h100": 79.6, "h200": 140.4, "a100": 80.0}
 DEFAULT_MFU = 0.40  # fraction of peak the matmuls actually achieve (an assumption, not measured)
 QLORA_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8  # NF4 + double-quantised absmax per 64 weights
 OPTIMIZER_BYTES_MIXED = 12  # AdamW: fp32 master weight + m + v per trainable parameter

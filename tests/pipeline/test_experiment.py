@@ -70,3 +70,20 @@ def test_a_local_llm_tokenizer_is_used_with_image_token(tmp_path):
     wrong = GeoStrataConfig.from_preset("tiny", text_name_or_path=str(tmp_path), image_token_id=7)
     with pytest.raises(ConfigError, match="image_token_id=7"):
         pretrained_tokenizer(wrong)
+
+
+def test_knowledge_dim_follows_the_knowledge_base_unless_set(tmp_path):
+    from geostrata.demo import DemoProfile, synthesize_once
+    from geostrata.errors import KnowledgeBaseError
+    from geostrata.knowledge import HashingEncoder, KnowledgeBase
+    from geostrata.train.pipeline import prepare
+
+    KnowledgeBase.load("default", encoder=HashingEncoder(96)).save(tmp_path / "kb")
+    profile = DemoProfile(n_train=8, n_test=4, stage1_steps=1, stage2_steps=1, batch_size=4)
+    data = synthesize_once(tmp_path / "data", profile, seed=0, show_progress=False, workers=1)
+    cfg = profile.experiment(data, tmp_path / "run", seed=0, extra=[f"knowledge={tmp_path}/kb"])
+    session = prepare(cfg, show_progress=False)
+    assert session.model.config.knowledge_dim == 96  # the preset says 384 (MiniLM)
+    cfg.model["knowledge_dim"] = 384  # an explicit width that the base cannot feed
+    with pytest.raises(KnowledgeBaseError, match="dim 96"):
+        prepare(cfg, show_progress=False)

@@ -39,6 +39,14 @@ def test_from_yaml_with_overrides(tmp_path):
     assert isinstance(TrainConfig(lr=1).lr, float)
 
 
+def test_yaml_bare_no_means_no_mixed_precision(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("mixed_precision: no\n")  # YAML 1.1 reads this as false
+    assert TrainConfig.from_yaml(path).mixed_precision == "no"
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        TrainConfig(mixed_precision=True)
+
+
 def test_unknown_key_names_file_and_key(tmp_path):
     path = tmp_path / "train.yaml"
     path.write_text("max_steps: 5\nlearning_rate: 0.1\n")

@@ -70,6 +70,8 @@ class TrainConfig:
             raise ConfigError(
                 f"TrainConfig.warmup_steps={self.warmup_steps} exceeds max_steps={self.max_steps}"
             )
+        if self.mixed_precision is False:  # YAML 1.1 reads a bare `no` as false
+            self.mixed_precision = "no"
         if self.mixed_precision not in MIXED_PRECISION_CHOICES:
             raise ConfigError(
                 f"TrainConfig.mixed_precision must be one of {MIXED_PRECISION_CHOICES}, "

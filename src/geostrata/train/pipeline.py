@@ -122,7 +122,9 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
     task = load_task(cfg.data)
     knowledge = load_knowledge(cfg.knowledge)
     out = Path(cfg.output_dir)
-    model_cfg = GeoStrataConfig.from_preset(cfg.preset, **cfg.model)
+    # The cue vectors' width comes from the knowledge base's encoder unless the config says.
+    model_kwargs = {"knowledge_dim": knowledge.dim, **cfg.model}
+    model_cfg = GeoStrataConfig.from_preset(cfg.preset, **model_kwargs)
     if (out / PROCESSOR_DIR).is_dir():  # a resumed run keeps its tokenizer
         processor = GeoStrataProcessor.from_pretrained(
             out / PROCESSOR_DIR, question_encoder=knowledge.encode_text
@@ -133,7 +135,7 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
             processor.save_pretrained(out / PROCESSOR_DIR)
     if not model_cfg.text_name_or_path:  # a locally trained tokenizer sets the vocabulary
         model_cfg = GeoStrataConfig.from_preset(
-            cfg.preset, vocab_size=len(processor.tokenizer), **cfg.model
+            cfg.preset, vocab_size=len(processor.tokenizer), **model_kwargs
         )
     torch.manual_seed(cfg.seed)
     model = GeoStrataForConditionalGeneration(model_cfg)
