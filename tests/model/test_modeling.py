@@ -222,7 +222,8 @@ def test_base_and_large_standins_shape_check(name, grid, retriever):
     model.attach_knowledge(retriever)
     pixels = torch.randn(1, 3, cfg.image_size, cfg.image_size)
     feats = model.encode_images(pixels)
-    assert feats.last.shape == (1, grid * grid, 32)
+    assert feats.last is None  # the last layer is kept only for the LLaVA baseline
+    assert model.vision(pixels).last.shape == (1, grid * grid, 32)
     assert feats.levels["region"].shape == (1, 16, 32) and feats.levels["object"].shape == (
         1,
         144,

@@ -72,18 +72,52 @@ def test_a_local_llm_tokenizer_is_used_with_image_token(tmp_path):
         pretrained_tokenizer(wrong)
 
 
-def test_knowledge_dim_follows_the_knowledge_base_unless_set(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
     from geostrata.demo import DemoProfile, synthesize_once
+
+    root = tmp_path_factory.mktemp("tiny")
+    profile = DemoProfile(n_train=8, n_test=4, stage1_steps=1, stage2_steps=1, batch_size=4)
+    data = synthesize_once(root / "data", profile, seed=0, show_progress=False, workers=1)
+    return profile, data
+
+
+def test_knowledge_dim_follows_the_knowledge_base_unless_set(tmp_path, tiny_data):
     from geostrata.errors import KnowledgeBaseError
     from geostrata.knowledge import HashingEncoder, KnowledgeBase
     from geostrata.train.pipeline import prepare
 
+    profile, data = tiny_data
     KnowledgeBase.load("default", encoder=HashingEncoder(96)).save(tmp_path / "kb")
-    profile = DemoProfile(n_train=8, n_test=4, stage1_steps=1, stage2_steps=1, batch_size=4)
-    data = synthesize_once(tmp_path / "data", profile, seed=0, show_progress=False, workers=1)
     cfg = profile.experiment(data, tmp_path / "run", seed=0, extra=[f"knowledge={tmp_path}/kb"])
     session = prepare(cfg, show_progress=False)
     assert session.model.config.knowledge_dim == 96  # the preset says 384 (MiniLM)
     cfg.model["knowledge_dim"] = 384  # an explicit width that the base cannot feed
     with pytest.raises(KnowledgeBaseError, match="dim 96"):
         prepare(cfg, show_progress=False)
+
+
+def test_features_over_the_budget_are_not_cached_and_training_still_runs(
+    tmp_path, tiny_data, capsys
+):
+    from geostrata.train.pipeline import prepare, run_experiment
+
+    profile, data = tiny_data
+    cfg = profile.experiment(data, tmp_path / "cached", seed=0)
+    session = prepare(cfg, show_progress=False)
+    n_images = len({r["image_path"] for r in session.task.train + session.task.eval})
+    assert session.features is not None and len(session.features._rows) == n_images
+    one_image = session.features.bytes_per_image / 2**30
+    cfg = profile.experiment(
+        data, tmp_path / "uncached", seed=0, extra=[f"feature_cache_gib={one_image * 2}"]
+    )
+    result = run_experiment(cfg, show_progress=False)
+    assert result.session.features is None
+    assert "not caching tower features" in capsys.readouterr().out
+    assert result.stages["stage2"].final_step == 1
+
+
+@pytest.mark.parametrize("value", [-1, True, "lots"])
+def test_cache_budgets_must_be_non_negative_numbers(value):
+    with pytest.raises(ConfigError, match="feature_cache_gib"):
+        ExperimentConfig(feature_cache_gib=value)

@@ -11,6 +11,7 @@ forward / attach methods; this file never reaches into their internals.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -123,7 +124,10 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
     # ---- image path --------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> MultiLevelFeatures:
         """(B, 3, S, S) -> tower features; cache these when the tower is frozen."""
-        return self.vision(pixel_values)
+        features = self.vision(pixel_values)
+        if self.config.baseline != "llava":  # only the LLaVA projector reads the last layer
+            features = dataclasses.replace(features, last=None)
+        return features
 
     def visual_tokens(
         self,

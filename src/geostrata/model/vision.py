@@ -35,6 +35,11 @@ class MultiLevelFeatures:
             else next(iter(self.levels.values())).shape[0]
         )
 
+    @property
+    def nbytes(self) -> int:
+        tensors = [*self.levels.values(), *([] if self.last is None else [self.last])]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     def to(self, device: torch.device | str) -> MultiLevelFeatures:
         last = None if self.last is None else self.last.to(device)
         return MultiLevelFeatures({k: v.to(device) for k, v in self.levels.items()}, last)

@@ -1,12 +1,15 @@
 """From sample records to model batches: decoded images, cached tower features, collation.
 
 RS training sets revisit each image many times (several questions per image, many epochs), so
-images are decoded and resized once. When the vision tower is frozen its features cannot change,
-so they are computed once too (the biggest saving on CPU; the LLaVA recipe does the same).
+images are decoded and resized once while they fit a memory budget (least recently used ones are
+dropped beyond it). When the vision tower is frozen its features cannot change, so they are
+computed once too (the biggest saving on CPU; the LLaVA recipe does the same); the pipeline
+decides whether they fit (`ExperimentConfig.feature_cache_gib`).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,30 +20,55 @@ from geostrata.data.images import read_image, to_square
 from geostrata.data.targets import AlignTargetBuilder, Truth
 from geostrata.model import GeoStrataProcessor, MultiLevelFeatures
 
+DEFAULT_IMAGE_CACHE_BYTES = 2 * 2**30
+
 
 class ImageStore:
-    """Decoded, square-resized uint8 images, read once per path."""
+    """Decoded, square-resized uint8 images, kept while they fit ``max_bytes`` (LRU beyond)."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._images: dict[str, np.ndarray] = {}
+    def __init__(self, size: int, max_bytes: int = DEFAULT_IMAGE_CACHE_BYTES) -> None:
+        self.size, self.max_bytes = size, max_bytes
+        self._images: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.nbytes = 0
 
     def get(self, path: str) -> np.ndarray:
         image = self._images.get(path)
-        if image is None:
-            image = to_square(read_image(path), self.size)  # (S, S, 3) uint8
+        if image is not None:
+            self._images.move_to_end(path)
+            return image
+        image = to_square(read_image(path), self.size)  # (S, S, 3) uint8
+        if image.nbytes <= self.max_bytes:
             self._images[path] = image
+            self.nbytes += image.nbytes
+            while self.nbytes > self.max_bytes:
+                _, dropped = self._images.popitem(last=False)
+                self.nbytes -= dropped.nbytes
         return image
+
+    def __len__(self) -> int:
+        return len(self._images)
 
 
 class FeatureCache:
-    """Frozen-tower features per image path, computed in batches with a progress bar."""
+    """Frozen-tower features per image path, computed in batches with a progress bar.
 
-    def __init__(self, model: Any, processor: GeoStrataProcessor, images: ImageStore) -> None:
+    ``device`` is where the tower runs while caching (e.g. the GPU before Accelerate has placed
+    the model); the tower goes back where it was afterwards and the features live on the CPU.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: GeoStrataProcessor,
+        images: ImageStore,
+        device: torch.device | str | None = None,
+    ) -> None:
         self.model, self.processor, self.images = model, processor, images
+        self.device = device
         self._rows: dict[str, int] = {}
         self._parts: list[MultiLevelFeatures] = []
         self._all: MultiLevelFeatures | None = None
+        self.nbytes = 0
 
     @torch.no_grad()
     def add(self, paths: Sequence[str], batch_size: int = 64, show_progress: bool = True) -> None:
@@ -49,19 +77,33 @@ class FeatureCache:
 
         todo = sorted({p for p in paths if p not in self._rows})
         chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-        device = next(self.model.parameters()).device
-        for chunk in track(chunks, description="Caching tower features", disable=not show_progress):
-            pixels = torch.from_numpy(
-                np.stack([self.processor.preprocess_image(self.images.get(p)) for p in chunk])
-            )  # (b, 3, S, S)
-            self._parts.append(self.model.encode_images(pixels.to(device)).to("cpu"))
-            for path in chunk:
-                self._rows[path] = len(self._rows)
+        home = next(self.model.vision.parameters()).device
+        device = torch.device(self.device) if self.device is not None else home
+        self.model.vision.to(device)
+        try:
+            for chunk in track(
+                chunks, description="Caching tower features", disable=not show_progress
+            ):
+                pixels = torch.from_numpy(
+                    np.stack([self.processor.preprocess_image(self.images.get(p)) for p in chunk])
+                )  # (b, 3, S, S)
+                part = self.model.encode_images(pixels.to(device)).to("cpu")
+                self._parts.append(part)
+                self.nbytes += part.nbytes
+                for path in chunk:
+                    self._rows[path] = len(self._rows)
+        finally:
+            self.model.vision.to(home)
         self._all = None
+
+    @property
+    def bytes_per_image(self) -> float:
+        return self.nbytes / max(len(self._rows), 1)
 
     def get(self, paths: Sequence[str]) -> MultiLevelFeatures:
         if self._all is None:
             self._all = MultiLevelFeatures.cat(self._parts)
+            self._parts = [self._all]  # one copy, not the parts and their concatenation
         return self._all.index(torch.tensor([self._rows[p] for p in paths]))
 
     def __contains__(self, path: str) -> bool:

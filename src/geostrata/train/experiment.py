@@ -81,6 +81,10 @@ class ExperimentConfig:
     output_dir: str = "runs/experiment"
     seed: int = 0
     eval_batch_size: int = 64
+    # Frozen-tower features are cached in RAM when all of them fit this many GiB (0: never);
+    # beyond it the tower runs in every step. Decoded images are kept up to image_cache_gib.
+    feature_cache_gib: float = 8.0
+    image_cache_gib: float = 2.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, dict) or not all(isinstance(k, str) for k in self.model):
@@ -91,6 +95,11 @@ class ExperimentConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        for name in ("feature_cache_gib", "image_cache_gib"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ConfigError(f"{name} must be a number of GiB >= 0, got {value!r}")
+            setattr(self, name, float(value))
 
     def stage(self, name: str) -> TrainConfig:
         """The TrainConfig of a stage, writing into `output_dir/<stage>` with the run's seed."""

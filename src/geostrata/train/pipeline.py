@@ -58,6 +58,13 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def compute_device() -> torch.device:
+    """This process's accelerator (``cuda:LOCAL_RANK`` under torchrun), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
 def load_knowledge(source: str) -> Any:
     """The knowledge base named in a config ("default" or a path), with the default encoder."""
     from geostrata.knowledge import KnowledgeBase
@@ -140,20 +147,39 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
     torch.manual_seed(cfg.seed)
     model = GeoStrataForConditionalGeneration(model_cfg)
     model.attach_knowledge(knowledge)
-    images = ImageStore(model_cfg.image_size)
-    features = _feature_cache(model, processor, images, task, show_progress)
+    images = ImageStore(model_cfg.image_size, int(cfg.image_cache_gib * 2**30))
+    features = _feature_cache(model, processor, images, task, show_progress, cfg.feature_cache_gib)
     targets = AlignTargetBuilder(knowledge, task.dataset, task.labels) if task.labels else None
     return Session(cfg, task, knowledge, processor, model, images, features, targets)
 
 
 def _feature_cache(
-    model: Any, processor: Any, images: ImageStore, task: TaskData, show_progress: bool
+    model: Any,
+    processor: Any,
+    images: ImageStore,
+    task: TaskData,
+    show_progress: bool,
+    budget_gib: float,
 ) -> FeatureCache | None:
-    """Cache tower features when the tower cannot change (no trainable vision parameter)."""
+    """Cache tower features when the tower cannot change (no trainable vision parameter) and
+    all of them fit ``budget_gib``; else the tower runs in every step (None)."""
     if any(p.requires_grad for p in model.vision.parameters()):
         return None
-    cache = FeatureCache(model, processor, images)
-    cache.add([r["image_path"] for r in task.train + task.eval], show_progress=show_progress)
+    paths = sorted({r["image_path"] for r in task.train + task.eval})
+    if budget_gib <= 0 or not paths:
+        return None
+    cache = FeatureCache(model, processor, images, device=compute_device())
+    cache.add(paths[:1], show_progress=False)  # measures one image's features
+    need = cache.bytes_per_image * len(paths) / 2**30
+    if need > budget_gib:
+        if is_main_process():
+            print(
+                f"not caching tower features: {len(paths):,} images x "
+                f"{cache.bytes_per_image / 2**20:.2f} MiB = {need:.1f} GiB > feature_cache_gib="
+                f"{budget_gib:g}; the frozen tower runs in every step instead"
+            )
+        return None
+    cache.add(paths, show_progress=show_progress)
     return cache
 
 
@@ -225,9 +251,14 @@ def open_session(
     if data_overrides:
         cfg.data = DataConfig(**{**dataclasses.asdict(cfg.data), **data_overrides})
     task = load_task(cfg.data)
-    images = ImageStore(loaded.model.config.image_size)
+    images = ImageStore(loaded.model.config.image_size, int(cfg.image_cache_gib * 2**30))
     features = _feature_cache(
-        loaded.model, loaded.processor, images, dataclasses.replace(task, train=[]), show_progress
+        loaded.model,
+        loaded.processor,
+        images,
+        dataclasses.replace(task, train=[]),
+        show_progress,
+        cfg.feature_cache_gib,
     )
     targets = (
         AlignTargetBuilder(loaded.knowledge, task.dataset, task.labels) if task.labels else None
