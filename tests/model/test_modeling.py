@@ -280,3 +280,29 @@ def test_tiny_effnet_model_keeps_packaged_weights(tokenizer, retriever, processo
     )
     out = model(**processor(images, ["how many cars", "is there a forest"], ["2", "yes"]))
     assert torch.isfinite(out.loss)
+
+
+def test_local_pretrained_llm_is_loaded_without_building_a_random_copy(
+    tmp_path, make_config, monkeypatch
+):
+    from transformers import AutoModelForCausalLM
+
+    from geostrata.model import modeling
+
+    donor = GeoStrataForConditionalGeneration(make_config()).llm  # stands in for a real LLM
+    donor.save_pretrained(tmp_path / "llm")
+    built_on = []
+    from_config = AutoModelForCausalLM.from_config
+
+    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        built_on.append(torch.empty(0).device.type)
+        return from_config(*args, **kwargs)
+
+    monkeypatch.setattr(modeling.AutoModelForCausalLM, "from_config", recording)
+    model = GeoStrataForConditionalGeneration(make_config(text_name_or_path=str(tmp_path / "llm")))
+    assert built_on == ["meta"]  # the placeholder LLM allocated nothing
+    loaded = dict(model.llm.named_parameters())
+    for name, param in donor.named_parameters():
+        torch.testing.assert_close(loaded[name], param, rtol=0, atol=0)
+    model.to("cpu")  # nothing left on the meta device
+    assert all(p.device.type == "cpu" for p in model.parameters())

@@ -11,6 +11,7 @@ forward / attach methods; this file never reaches into their internals.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -61,7 +62,12 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
             self.fusion = CrossModalFusion(config.fusion_settings(config.hidden_size))
             # Stands in for q when a batch comes without question embeddings (e.g. captions).
             self.default_question = nn.Parameter(torch.randn(config.knowledge_dim) * 0.02)
-        self.llm = AutoModelForCausalLM.from_config(config.text_config)
+        # With local pretrained weights the config-built LLM is only a placeholder until
+        # _load_pretrained_llm replaces it: build it on the meta device (no memory, no random
+        # init), or a 7B model would first take 28 GB of fp32 random weights on the CPU.
+        placeholder = _local_path(config.text_name_or_path) is not None
+        with torch.device("meta") if placeholder else contextlib.nullcontext():
+            self.llm = AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()
         self.vision.load_pretrained()  # after post_init, which would re-initialise loaded weights
         self._load_pretrained_llm()
