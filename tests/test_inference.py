@@ -33,3 +33,29 @@ def test_bad_questions_are_refused(loaded, question):
 def test_not_a_model_folder(tmp_path):
     with pytest.raises(CheckpointError, match="model.safetensors"):
         load_model(tmp_path)
+
+
+def test_load_model_in_bfloat16_answers_like_float32(loaded, trained_model_dir):
+    import torch
+
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}  # CPU default
+    half = load_model(trained_model_dir, dtype="bfloat16")
+    assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
+    image = sorted((trained_model_dir.parent.parent / "data" / "images").glob("*.png"))[0]
+    classes = ["forest", "harbor", "airport"]
+    full_pred = predict(loaded, image, "What type of scene is this?", classes=classes)
+    half_pred = predict(half, image, "What type of scene is this?", classes=classes)
+    full_probs, half_probs = dict(full_pred.class_probs), dict(half_pred.class_probs)
+    for name in classes:  # bf16 keeps ~3 significant digits
+        assert half_probs[name] == pytest.approx(full_probs[name], abs=0.05)
+
+
+def test_a_missing_gpu_is_named(trained_model_dir):
+    import torch
+
+    from geostrata.errors import ConfigError
+
+    if torch.cuda.is_available():  # pragma: no cover - the CI machine has none
+        pytest.skip("a GPU is visible")
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        load_model(trained_model_dir, device="cuda")

@@ -67,14 +67,20 @@ class ChatSession:
 
 
 def open_session(
-    image_path: str | Path, checkpoint: Path | None, max_new_tokens: int, console: Any
+    image_path: str | Path,
+    checkpoint: Path | None,
+    max_new_tokens: int,
+    console: Any,
+    device: str | None = None,
 ) -> ChatSession:
     """Read the image first (a bad file fails fast), then load (or first train) the model."""
     from geostrata.data.images import read_image
+    from geostrata.device import resolve_device
     from geostrata.inference import load_model
 
     image = read_image(image_path)
-    loaded = load_model(ensure_checkpoint(checkpoint, console))
+    resolve_device(device)  # a wrong device name fails before any training or loading
+    loaded = load_model(ensure_checkpoint(checkpoint, console), device=device)
     return ChatSession(loaded, image, str(image_path), max_new_tokens)
 
 

@@ -46,8 +46,16 @@ class LoadedModel:
     path: Path
 
 
-def load_model(path: str | Path, knowledge: Any = None, device: str = "cpu") -> LoadedModel:
-    """Load a saved GeoStrata model folder (weights are safetensors only) and its knowledge base."""
+def load_model(
+    path: str | Path, knowledge: Any = None, device: str | None = None, dtype: str | None = None
+) -> LoadedModel:
+    """Load a saved GeoStrata model folder (weights are safetensors only) and its knowledge base.
+
+    ``device``: None or "auto" takes this process's GPU when there is one, else the CPU.
+    ``dtype``: the whole model's dtype; None keeps float32 on the CPU and uses the config's
+    ``torch_dtype`` (the LLM's training dtype, bfloat16 for the real presets) on a GPU.
+    """
+    from geostrata.device import resolve_device, resolve_dtype
     from geostrata.model import GeoStrataForConditionalGeneration, GeoStrataProcessor
     from geostrata.train.checkpoint import verify_safetensors
     from geostrata.train.experiment import ExperimentConfig
@@ -66,11 +74,14 @@ def load_model(path: str | Path, knowledge: Any = None, device: str = "cpu") -> 
             f"{path} has weights but no {CONFIG_FILE}: an incomplete model folder"
         )
     cfg = ExperimentConfig.from_yaml(path / CONFIG_FILE)
+    target = resolve_device(device)
     knowledge = knowledge if knowledge is not None else load_knowledge(cfg.knowledge)
     processor = GeoStrataProcessor.from_pretrained(path, question_encoder=knowledge.encode_text)
     model = GeoStrataForConditionalGeneration.from_pretrained(path, use_safetensors=True)
-    model.attach_knowledge(knowledge)
-    return LoadedModel(model.to(device).eval(), processor, knowledge, cfg, path)
+    default_dtype = "float32" if target.type == "cpu" else model.config.torch_dtype
+    model.to(device=target, dtype=resolve_dtype(dtype, default_dtype))
+    model.attach_knowledge(knowledge)  # after the move: cue buffers go where the model is
+    return LoadedModel(model.eval(), processor, knowledge, cfg, path)
 
 
 def check_question(question: str) -> str:

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from geostrata.commands import DEVICE_HELP
 from geostrata.errors import GeoStrataError
 
 CHECKPOINT_HELP = "Saved model folder (default: runs/demo/run/model, trained first if missing)."
@@ -34,6 +35,7 @@ def chat(
     ] = None,
     checkpoint: Annotated[Path | None, typer.Option(help=CHECKPOINT_HELP)] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, max=256, help="Answer length bound.")] = 16,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Ask questions about an image; the answer streams, then the cues and router weights."""
     from rich.console import Console
@@ -45,7 +47,7 @@ def chat(
     try:
         if question is not None:
             check_question(question)  # refuse before the (slow) model load
-        session = open_session(image, checkpoint, max_new_tokens, console)
+        session = open_session(image, checkpoint, max_new_tokens, console, device)
         if question is None:
             interactive(session, console)
         else:
@@ -60,17 +62,20 @@ def serve(
         str, typer.Option(help="Interface to bind; 0.0.0.0 exposes it to the network.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 7860,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Serve the GeoStrata web app: upload or pick an image, ask, see answer, cues and routing."""
     from rich.console import Console
 
     from geostrata.app import AppLimits, build_app, demo_samples, launch_app
     from geostrata.chat import ensure_checkpoint
+    from geostrata.device import resolve_device
     from geostrata.inference import load_model
 
     console = Console()
     try:
-        loaded = load_model(ensure_checkpoint(checkpoint, console))
+        resolve_device(device)
+        loaded = load_model(ensure_checkpoint(checkpoint, console), device=device)
     except GeoStrataError as exc:
         raise _fail(exc) from exc
     limits = AppLimits()

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from geostrata.commands import DEVICE_HELP
 from geostrata.errors import GeoStrataError
 
 
@@ -99,6 +100,7 @@ def evaluate(
     out: Annotated[
         Path | None, typer.Option(help="Report folder (default MODEL_DIR/../report-eval).")
     ] = None,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Evaluate a saved model: VQA per type and level (AA/OA, prior), scene classification."""
     from geostrata.evaluate.sharding import init_from_env
@@ -109,7 +111,7 @@ def evaluate(
     try:
         overrides = {"root": data, "kind": kind, "eval_split": split, "prefix": prefix}
         session = open_session(
-            model_dir, {k: str(v) for k, v in overrides.items() if v is not None}
+            model_dir, {k: str(v) for k, v in overrides.items() if v is not None}, device=device
         )
         metrics = evaluate_session(session, out or model_dir.parent / "report-eval")
     except GeoStrataError as exc:

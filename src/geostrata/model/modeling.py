@@ -142,6 +142,8 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         align_targets: dict[str, torch.Tensor] | None = None,
     ) -> VisualTokens:
         """Features -> LLM-width image tokens, through augmentation, experts and fusion."""
+        head = self.projector if self.config.baseline == "llava" else self.fusion
+        features = features.to(dtype=next(head.parameters()).dtype)  # cached fp32 -> bf16 model
         if self.config.baseline == "llava":
             return VisualTokens(self.projector(features.last))
         batch = features.batch_size

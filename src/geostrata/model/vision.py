@@ -40,9 +40,14 @@ class MultiLevelFeatures:
         tensors = [*self.levels.values(), *([] if self.last is None else [self.last])]
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    def to(self, device: torch.device | str) -> MultiLevelFeatures:
-        last = None if self.last is None else self.last.to(device)
-        return MultiLevelFeatures({k: v.to(device) for k, v in self.levels.items()}, last)
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> MultiLevelFeatures:
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device=device, dtype=dtype)
+
+        last = None if self.last is None else move(self.last)
+        return MultiLevelFeatures({k: move(v) for k, v in self.levels.items()}, last)
 
     def index(self, rows: slice | list[int] | torch.Tensor) -> MultiLevelFeatures:
         """A sub-batch, e.g. one sample's features to cache on disk."""
@@ -169,6 +174,7 @@ class MultiLevelVisionEncoder(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> MultiLevelFeatures:
         """(B, 3, S, S) -> MultiLevelFeatures."""
+        pixel_values = pixel_values.to(next(self.tower.parameters()).dtype)  # e.g. a bf16 tower
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze):
             if self.config.tower == "effnet_lite0":
                 return self._effnet_levels(pixel_values)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from geostrata.data.targets import AlignTargetBuilder
+from geostrata.device import compute_device
 from geostrata.train.batching import FeatureCache, ImageStore, VQACollator
 from geostrata.train.experiment import ExperimentConfig
 from geostrata.train.loop import TrainResult, train
@@ -56,13 +57,6 @@ class ExperimentResult:
 def is_main_process() -> bool:
     """Rank 0 of a torchrun / accelerate launch job (or a single process): the one that writes."""
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def compute_device() -> torch.device:
-    """This process's accelerator (``cuda:LOCAL_RANK`` under torchrun), else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
 
 
 def load_knowledge(source: str) -> Any:
@@ -238,15 +232,19 @@ def save_session(session: Session) -> Path:
 
 
 def open_session(
-    model_dir: str | Path, data_overrides: dict[str, str] | None = None, show_progress: bool = True
+    model_dir: str | Path,
+    data_overrides: dict[str, str] | None = None,
+    show_progress: bool = True,
+    device: str | None = None,
 ) -> Session:
-    """A Session around a saved model for evaluation (data: the training data unless overridden)."""
+    """A Session around a saved model for evaluation (data: the training data unless overridden;
+    device: this process's GPU when there is one, see `load_model`)."""
     import dataclasses
 
     from geostrata.inference import load_model
     from geostrata.train.experiment import DataConfig
 
-    loaded = load_model(model_dir)
+    loaded = load_model(model_dir, device=device)
     cfg = loaded.cfg
     if data_overrides:
         cfg.data = DataConfig(**{**dataclasses.asdict(cfg.data), **data_overrides})
