@@ -39,3 +39,16 @@ def test_stage2_adds_experts_and_llm():
 def test_unknown_stage():
     with pytest.raises(ValueError, match="stage3"):
         stage_parameters(Toy(), "stage3")
+
+
+def test_names_survive_activation_checkpoint_wrapping():
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    model = Toy()
+    allowed = trainable_names(model)
+    stage_parameters(model, "stage1", allowed)
+    model.llm = checkpoint_wrapper(model.llm)  # what FSDP's activation checkpointing does
+    assert any("_checkpoint_wrapped_module" in n for n, _ in model.named_parameters())
+    params = stage_parameters(model, "stage2", allowed)
+    assert model.llm._checkpoint_wrapped_module.weight.requires_grad
+    assert _names(model, params) == {"augmentation", "experts", "fusion", "llm"}

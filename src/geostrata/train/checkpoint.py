@@ -10,6 +10,10 @@ A checkpoint is a directory ``step-XXXXXXXX`` holding
 It is built in ``step-XXXXXXXX.tmp-<pid>``, every file fsync'ed, then renamed with ``os.replace``:
 a crash at any moment leaves either the previous checkpoint set or the new complete one, never a
 half-written directory that :func:`latest_checkpoint` would pick.
+
+When other processes must add files of their own (DeepSpeed writes every rank's optimizer shard
+itself), the main process opens the temp directory first with :func:`begin_staging`, every process
+writes into it, and :func:`save_checkpoint` then finishes it (``staged=``) the same way.
 """
 
 from __future__ import annotations
@@ -80,20 +84,25 @@ def save_checkpoint(
     torch_states: dict[str, Any],
     trainer_state: dict[str, Any],
     keep_last: int = 0,
+    staged: Path | None = None,
 ) -> Path:
     """Write a checkpoint atomically and prune old ones; return its final directory.
 
     ``torch_states`` maps a file stem (``"optimizer"``, ``"scheduler"``) to a state dict.
-    ``keep_last`` > 0 keeps only that many newest complete checkpoints.
+    ``keep_last`` > 0 keeps only that many newest complete checkpoints. ``staged``: the directory
+    :func:`begin_staging` returned, already holding files other processes wrote; they are fsync'ed
+    and kept, and the checkpoint is completed there instead of in a fresh temp directory.
     """
     output_dir = Path(output_dir)
     final = output_dir / checkpoint_dir_name(step)
-    tmp = output_dir / f"{final.name}.tmp-{os.getpid()}"
+    tmp = staged if staged is not None else _staging_path(output_dir, step)
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
+        if staged is None:
+            _fresh_dir(tmp)
+        elif not staged.is_dir():
+            raise CheckpointError(f"staging directory {staged} does not exist")
+        else:
+            _fsync_tree(staged)
         _write_contents(tmp, weights, torch_states, {**trainer_state, "step": step})
         _fsync_dir(tmp)
         _move_into_place(tmp, final)
@@ -112,6 +121,44 @@ def save_checkpoint(
     if keep_last > 0:
         prune_checkpoints(output_dir, keep_last)
     return final
+
+
+def begin_staging(output_dir: str | Path, step: int) -> Path:
+    """Create (empty) the temp directory checkpoint ``step`` will be built in and return it, for
+    other processes to write into before :func:`save_checkpoint` (``staged=``) completes it.
+
+    Call it on the main process only, and share the path; it is never picked up as a checkpoint.
+    """
+    tmp = _staging_path(Path(output_dir), step)
+    try:
+        _fresh_dir(tmp)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"could not create the staging directory {tmp}: {exc}") from exc
+    return tmp
+
+
+def _staging_path(output_dir: Path, step: int) -> Path:
+    return output_dir / f"{checkpoint_dir_name(step)}.tmp-{os.getpid()}"
+
+
+def _fresh_dir(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir()
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and directory under ``root`` (written by other processes)."""
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
 
 
 def _write_contents(
@@ -241,7 +288,20 @@ def verify_safetensors(path: str | Path) -> None:
             handle.keys()
     except Exception as exc:  # SafetensorError, OSError: both mean "do not load this"
         raise CheckpointError(
-            f"{path}: not a safetensors file ({exc}); refusing to load it") from exc
+            f"{path}: not a safetensors file ({exc}); refusing to load it"
+        ) from exc
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file, on the CPU; CheckpointError naming the file if it is
+    missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist")
+    try:
+        return safetensors.torch.load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own SafetensorError for corrupt headers
+        raise CheckpointError(f"cannot read weights file {path}: {exc}") from exc
 
 
 def load_safetensors_weights(
@@ -254,13 +314,7 @@ def load_safetensors_weights(
     any missing / unexpected key raises CheckpointError listing them. Tied weights count as loaded
     when their shared tensor is.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file {path} does not exist")
-    try:
-        tensors = safetensors.torch.load_file(str(path), device="cpu")
-    except Exception as exc:  # safetensors raises its own SafetensorError for corrupt headers
-        raise CheckpointError(f"cannot read weights file {path}: {exc}") from exc
+    tensors = read_safetensors(path)
     own = module.state_dict()
     unexpected = sorted(k for k in tensors if k not in own)
     bad_shapes = [

@@ -16,6 +16,19 @@ next epoch with ``set_epoch(epoch + 1)`` when a pass is exhausted, and checkpoin
 (epoch, samples consumed in it). Resume re-opens that epoch and skips exactly those samples
 (``iter_from(start)`` when the stream offers it, so skipped images are not decoded), which is exact
 because the stream's order is a pure function of (seed, epoch, rank).
+
+Under FSDP (version 2) and DeepSpeed ZeRO no process holds all the weights or optimizer state, so
+saving and restoring are collective (every process calls them; the main process writes):
+
+* FSDP: ``model.safetensors`` holds the full trainable weights and ``optimizer.pt`` the full
+  optimizer state keyed by parameter name, both gathered with ``torch.distributed.checkpoint``'s
+  ``get_*_state_dict(full_state_dict=True)`` and scattered back on resume; such a checkpoint also
+  resumes without FSDP (and a DDP one under FSDP): the optimizer file is re-keyed either way;
+* DeepSpeed: ``model.safetensors`` holds the full trainable weights (ZeRO-3 gathers them); the
+  optimizer state, fp32 master weights included, is DeepSpeed's own sharded checkpoint in
+  ``deepspeed/`` (``engine.save_checkpoint`` by every rank into the same temp directory), which
+  resume restores with ``engine.load_checkpoint``. The loop fills the DeepSpeed config's batch
+  geometry and clipping from ``cfg`` (it prepares no DataLoader Accelerate could read them from).
 """
 
 from __future__ import annotations
@@ -24,23 +37,33 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import safetensors
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object, send_to_device, set_seed
+from accelerate.utils import (
+    DistributedType,
+    broadcast_object_list,
+    gather_object,
+    send_to_device,
+    set_seed,
+)
 from torch.utils.data import default_collate
 
 from geostrata.errors import CheckpointError, ConfigError
 from geostrata.train.checkpoint import (
+    Checkpoint,
+    begin_staging,
     capture_rng_state,
     checkpoint_dir_name,
     latest_checkpoint,
     load_checkpoint,
     load_safetensors_weights,
+    read_safetensors,
     restore_rng_state,
     save_checkpoint,
 )
@@ -48,6 +71,8 @@ from geostrata.train.config import TrainConfig
 from geostrata.train.sampling import SeededSampleStream, StreamBatches, StreamPosition, is_stream
 
 HISTORY_FILE = "history.jsonl"
+DEEPSPEED_DIR = "deepspeed"  # in a checkpoint: DeepSpeed's own (sharded) engine checkpoint
+_DEEPSPEED_TAG = "state"
 
 
 @dataclass
@@ -154,6 +179,14 @@ class _Run:
     def samples_per_step(self) -> int:
         return self.cfg.batch_size * self.cfg.grad_accum * self.accelerator.num_processes
 
+    @property
+    def fsdp(self) -> bool:
+        return self.accelerator.distributed_type == DistributedType.FSDP
+
+    @property
+    def deepspeed(self) -> bool:
+        return self.accelerator.distributed_type == DistributedType.DEEPSPEED
+
 
 @dataclass
 class _StepStats:
@@ -210,8 +243,9 @@ def train(
     wall = time.perf_counter() - t0
     samples = (progress.step - start_step) * run.samples_per_step
     run.accelerator.unwrap_model(run.model, keep_fp32_wrapper=False)  # drop the autocast wrapper
-    return TrainResult(progress.step, progress.history, wall, samples / max(wall, 1e-9),
-                       progress.last_checkpoint)
+    return TrainResult(
+        progress.step, progress.history, wall, samples / max(wall, 1e-9), progress.last_checkpoint
+    )
 
 
 def _prepare(
@@ -227,12 +261,97 @@ def _prepare(
             f"{cfg.grad_accum}; build it with "
             f"Accelerator(gradient_accumulation_steps={cfg.grad_accum})"
         )
+    if accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
+        raise ConfigError(
+            "the training loop checkpoints FSDP version 2 only (parameters keep their names); "
+            "set fsdp_version: 2 in the Accelerate config (configs/accelerate/fsdp.yaml does)"
+        )
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        plugin = accelerator.state.deepspeed_plugin
+        for note in fill_deepspeed_config(plugin.deepspeed_config, cfg, accelerator.num_processes):
+            accelerator.print(f"warning: DeepSpeed config {note} (set from the training config)")
     named = _named_trainable(model, params)
     optimizer = build_optimizer(named, cfg)
     scheduler = build_scheduler(optimizer, cfg)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    # The scheduler is stepped here, once per optimizer step, not prepared: Accelerate's wrapper
+    # would step it once per process, and DeepSpeed only runs schedulers of its own kind.
+    if _fsdp_sharded(accelerator, model):  # by an earlier train() (a previous stage)
+        # Accelerate would shard it again and fail to find its (now FSDP) layer classes.
+        optimizer = accelerator.prepare_optimizer(optimizer)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.step = 0  # Accelerate's micro-batch counter decides when gradients sync
-    return _Run(cfg, accelerator, model, optimizer, scheduler, named)
+    run = _Run(cfg, accelerator, model, optimizer, scheduler, named)
+    run.named = _rebind(run, named)
+    return run
+
+
+def _fsdp_sharded(accelerator: Accelerator, model: torch.nn.Module) -> bool:
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def fill_deepspeed_config(
+    ds_config: dict[str, Any], cfg: TrainConfig, num_processes: int
+) -> list[str]:
+    """Set the batch geometry and clipping DeepSpeed must be told, from ``cfg``; in place.
+
+    The loop feeds its own micro-batches, so Accelerate has no DataLoader to fill
+    ``train_micro_batch_size_per_gpu: auto`` from; DeepSpeed also divides the loss by its own
+    ``gradient_accumulation_steps`` and clips at its own ``gradient_clipping`` (Accelerate's
+    ``clip_grad_norm_`` only reports the norm), so both must be the loop's. Returns a note for each
+    explicit (not ``auto``) value that was different and is overridden.
+    """
+    wanted: dict[str, int | float] = {
+        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "train_batch_size": cfg.batch_size * cfg.grad_accum * num_processes,
+        "gradient_clipping": float(max(cfg.max_grad_norm, 0.0)),  # 0: DeepSpeed does not clip
+    }
+    notes = []
+    for key, value in wanted.items():
+        old = ds_config.get(key, "auto")
+        if old not in ("auto", None) and old != value:
+            notes.append(f"{key}={old!r} replaced by {value!r}")
+        ds_config[key] = value
+    return notes
+
+
+def _rebind(
+    run: _Run, named: list[tuple[str, torch.nn.Parameter]]
+) -> list[tuple[str, torch.nn.Parameter]]:
+    """The prepared model's parameters under the same names: FSDP2 replaces every parameter by
+    a sharded DTensor one (Accelerate switches the optimizer over); elsewhere they are the same
+    objects."""
+    current = dict(_named_parameters(run))
+    wanted = _canonical_names(run, named)
+    missing = [n for n, _ in wanted if n not in current]
+    if missing:
+        raise ConfigError(f"after accelerator.prepare the model lacks parameters {missing[:20]}")
+    return [(n, current[n]) for n, _ in wanted]
+
+
+def _named_parameters(run: _Run) -> list[tuple[str, torch.nn.Parameter]]:
+    """The prepared model's parameters, duplicates included, by :func:`_canonical_names`."""
+    unwrapped = run.accelerator.unwrap_model(run.model)
+    return _canonical_names(run, unwrapped.named_parameters(remove_duplicate=False))
+
+
+def _canonical_names(
+    run: _Run, named: Iterable[tuple[str, torch.nn.Parameter]]
+) -> list[tuple[str, torch.nn.Parameter]]:
+    """Under FSDP, parameter names without the ``_checkpoint_wrapped_module`` parts that
+    activation checkpointing inserts, as ``torch.distributed.checkpoint`` names them (a model
+    wrapped by an earlier stage's ``prepare`` has them already); elsewhere as they are."""
+    named = list(named)
+    if not run.fsdp:
+        return named
+    from accelerate.utils.fsdp_utils import fsdp2_canonicalize_names
+
+    return list(fsdp2_canonicalize_names(dict(named)).items())
 
 
 def _named_trainable(
@@ -284,8 +403,12 @@ def _micro_batches(
     acc, cfg = run.accelerator, run.cfg
     if not is_stream(dataset):
         stream = SeededSampleStream(
-            len(dataset), cfg.batch_size, cfg.seed, progress.samples_seen,
-            acc.num_processes, acc.process_index,
+            len(dataset),
+            cfg.batch_size,
+            cfg.seed,
+            progress.samples_seen,
+            acc.num_processes,
+            acc.process_index,
         )
         return _batches(dataset, stream, collate, acc.device)
     if hasattr(dataset, "set_rank"):
@@ -327,8 +450,9 @@ def _optimizer_step(run: _Run, batches: Iterator[dict[str, Any]]) -> _StepStats:
             acc.backward(out.loss)  # Accelerate divides by grad_accum
             if acc.sync_gradients and cfg.max_grad_norm > 0:
                 params = [p for _, p in run.named]
-                grad_norm = float(acc.clip_grad_norm_(params, cfg.max_grad_norm))
-            run.optimizer.step()  # a no-op until the last micro-batch
+                grad_norm = _norm_value(acc.clip_grad_norm_(params, cfg.max_grad_norm))
+            run.optimizer.step()  # a no-op until the last micro-batch (always under DeepSpeed,
+            # whose engine steps inside acc.backward at the last micro-batch)
             run.optimizer.zero_grad(set_to_none=True)
         losses.append(out.loss.detach().float())
         for name, value in _named_losses(out).items():
@@ -338,6 +462,16 @@ def _optimizer_step(run: _Run, batches: Iterator[dict[str, Any]]) -> _StepStats:
     if not acc.optimizer_step_was_skipped:  # fp16 overflow skips the update
         run.scheduler.step()
     return _StepStats(torch.stack(losses), parts, grad_norm, lr)
+
+
+def _norm_value(norm: Any) -> float | None:
+    """``clip_grad_norm_``'s result as a float: a tensor, a DTensor (FSDP2), or under DeepSpeed
+    the engine's norm as a float, or None when it has none."""
+    if norm is None:
+        return None
+    if hasattr(norm, "full_tensor"):  # a replicated DTensor: no communication
+        norm = norm.full_tensor()
+    return float(norm)
 
 
 def _named_losses(out: Any) -> dict[str, torch.Tensor]:
@@ -406,16 +540,14 @@ def _start_or_resume(run: _Run, resume: bool | str | Path, progress: _Progress) 
 
 
 def _restore(run: _Run, path: Path, progress: _Progress) -> None:
+    """Load ``path`` into the run (collective under FSDP / DeepSpeed: every process calls it)."""
     acc = run.accelerator
     ckpt = load_checkpoint(path)
-    result = load_safetensors_weights(acc.unwrap_model(run.model), ckpt.weights_path, strict=False)
-    absent = sorted({n for n, _ in run.named} - set(result.loaded))
-    if absent or result.unexpected:
-        raise CheckpointError(
-            f"checkpoint {path} does not match the trainable parameters: not in the file "
-            f"{absent[:20]}, not in the model {result.unexpected[:20]}"
-        )
-    run.optimizer.load_state_dict(ckpt.load_state("optimizer"))
+    if run.deepspeed:
+        _restore_deepspeed(run, ckpt)
+    else:
+        _restore_weights(run, ckpt)
+        _restore_optimizer(run, ckpt)
     run.scheduler.load_state_dict(ckpt.load_state("scheduler"))
     if acc.scaler is not None and ckpt.has_state("scaler"):
         acc.scaler.load_state_dict(ckpt.load_state("scaler"))
@@ -433,19 +565,135 @@ def _restore(run: _Run, path: Path, progress: _Progress) -> None:
     progress.last_checkpoint = path
 
 
+def _restore_weights(run: _Run, ckpt: Checkpoint) -> None:
+    """The saved (full) weights into the model; under FSDP every process reads the whole file and
+    keeps its own shard of each tensor."""
+    if run.fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        tensors = read_safetensors(ckpt.weights_path)
+        own = run.accelerator.unwrap_model(run.model).state_dict()  # sharded: no communication
+        loaded = sorted(k for k in tensors if k in own)
+        unexpected = sorted(k for k in tensors if k not in own)
+    else:
+        unwrapped = run.accelerator.unwrap_model(run.model)
+        result = load_safetensors_weights(unwrapped, ckpt.weights_path, strict=False)
+        loaded, unexpected = result.loaded, result.unexpected
+    absent = sorted({n for n, _ in run.named} - set(loaded))
+    if absent or unexpected:
+        raise CheckpointError(
+            f"checkpoint {ckpt.path} does not match the trainable parameters: not in the file "
+            f"{absent[:20]}, not in the model {unexpected[:20]}"
+        )
+    if run.fsdp:
+        options = StateDictOptions(full_state_dict=True, strict=False)
+        set_model_state_dict(run.model, {k: tensors[k] for k in loaded}, options=options)
+
+
+def _restore_optimizer(run: _Run, ckpt: Checkpoint) -> None:
+    """``optimizer.pt`` into the optimizer, whichever of the two layouts it was saved in."""
+    if not ckpt.has_state("optimizer") and (ckpt.path / DEEPSPEED_DIR).is_dir():
+        raise CheckpointError(
+            f"checkpoint {ckpt.path} was saved under DeepSpeed: its optimizer state is DeepSpeed's "
+            f"own ({DEEPSPEED_DIR}/); resume it under DeepSpeed"
+        )
+    state = ckpt.load_state("optimizer")
+    order = _optimizer_param_names(run)
+    if run.fsdp:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_optimizer_state_dict,
+        )
+
+        set_optimizer_state_dict(
+            run.model,
+            _inner_optimizer(run.optimizer),
+            _optimizer_state_by(state, order, True),
+            options=StateDictOptions(full_state_dict=True),
+        )
+    else:
+        run.optimizer.load_state_dict(_optimizer_state_by(state, order, False))
+
+
+def _restore_deepspeed(run: _Run, ckpt: Checkpoint) -> None:
+    """Weights, fp32 master weights and optimizer state from DeepSpeed's own checkpoint."""
+    engine_dir = ckpt.path / DEEPSPEED_DIR
+    if not engine_dir.is_dir():
+        raise CheckpointError(
+            f"checkpoint {ckpt.path} was not saved under DeepSpeed (no {DEEPSPEED_DIR}/ folder), "
+            "so it has no DeepSpeed optimizer state to resume; resume it without DeepSpeed"
+        )
+    with safetensors.safe_open(str(ckpt.weights_path), framework="pt") as handle:
+        absent = sorted({n for n, _ in run.named} - set(handle.keys()))
+    if absent:
+        raise CheckpointError(
+            f"checkpoint {ckpt.path} does not hold trainable parameters {absent[:20]}"
+        )
+    loaded, _ = run.model.load_checkpoint(
+        str(engine_dir),
+        tag=_DEEPSPEED_TAG,
+        load_module_strict=False,
+        load_optimizer_states=True,
+        load_lr_scheduler_states=False,
+    )
+    if loaded is None:
+        raise CheckpointError(f"DeepSpeed could not load its checkpoint in {engine_dir}")
+
+
+def _inner_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The torch optimizer inside Accelerate's wrapper."""
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    while isinstance(optimizer, AcceleratedOptimizer):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+def _optimizer_param_names(run: _Run) -> list[str]:
+    """The name of every parameter the optimizer holds, in its ``state_dict`` index order."""
+    names = {id(p): n for n, p in run.named}
+    return [names[id(p)] for group in run.optimizer.param_groups for p in group["params"]]
+
+
+def _optimizer_state_by(state: dict[str, Any], order: list[str], by_name: bool) -> dict[str, Any]:
+    """An optimizer state dict keyed by parameter name (``by_name``, the layout of a full FSDP
+    state dict) or by index (``torch.optim``'s own); ``order`` maps index to name. Returned as is
+    when already keyed that way, so a checkpoint resumes with or without FSDP."""
+    groups = state.get("param_groups") or []
+    keys = [k for g in groups for k in g.get("params", [])]
+    if all(isinstance(k, str) for k in keys) == by_name:
+        return state
+    if by_name:
+        rekey: dict[Any, Any] = {i: order[i] for i in range(len(order))}
+    else:
+        rekey = {name: i for i, name in enumerate(order)}
+    unknown = [k for k in keys if k not in rekey]
+    if unknown:
+        raise CheckpointError(
+            f"the saved optimizer state holds parameters the optimizer does not: {unknown[:20]}"
+        )
+    return {
+        "state": {rekey[k]: v for k, v in state.get("state", {}).items()},
+        "param_groups": [{**g, "params": [rekey[k] for k in g["params"]]} for g in groups],
+    }
+
+
 def _save(run: _Run, progress: _Progress) -> Path:
-    """Gather every process's RNG state (and stream position); the main process writes; all
-    wait for it."""
+    """Gather every process's RNG state (and stream position), and under FSDP / DeepSpeed the
+    sharded weights and optimizer state (every process takes part); the main process writes;
+    all wait for it."""
     acc = run.accelerator
     feed = progress.feed
     local = {"rng": capture_rng_state(), "stream": feed.position.to_dict() if feed else None}
     gathered = gather_object([local])  # one entry per process
     path = Path(run.cfg.output_dir) / checkpoint_dir_name(progress.step)
+    weights, optimizer, staged = _sharded_state(run, progress.step)
     if acc.is_main_process:
-        torch_states = {
-            "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(),
-        }
+        torch_states = {}
+        if not run.deepspeed:  # DeepSpeed's optimizer state is in its own files, in staged
+            full = optimizer is not None  # FSDP: gathered by _sharded_state
+            torch_states["optimizer"] = optimizer if full else run.optimizer.state_dict()
+        torch_states["scheduler"] = run.scheduler.state_dict()
         if acc.scaler is not None:
             torch_states["scaler"] = acc.scaler.state_dict()
         trainer_state = {
@@ -457,15 +705,126 @@ def _save(run: _Run, progress: _Progress) -> Path:
         }
         if feed is not None:
             trainer_state["stream"] = [g["stream"] for g in gathered]
-        path = save_checkpoint(run.cfg.output_dir, progress.step, _weights(run), torch_states,
-                               trainer_state, run.cfg.keep_last)
+        path = save_checkpoint(
+            run.cfg.output_dir,
+            progress.step,
+            _weights(run) if weights is None else weights,
+            torch_states,
+            trainer_state,
+            run.cfg.keep_last,
+            staged=staged,
+        )
     acc.wait_for_everyone()
     progress.last_checkpoint = path
     return path
 
 
+def _sharded_state(
+    run: _Run, step: int
+) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any] | None, Path | None]:
+    """What only all processes together can produce: (full weights, full optimizer state) on the
+    main process under FSDP, (weights gathered by ZeRO-3, None, the staging directory holding
+    DeepSpeed's engine checkpoint) under DeepSpeed; all None elsewhere and on other processes."""
+    if run.fsdp:
+        return _fsdp_full_state(run) + (None,)
+    if not run.deepspeed:
+        return None, None, None
+    acc = run.accelerator
+    box = [str(begin_staging(run.cfg.output_dir, step)) if acc.is_main_process else None]
+    staged = Path(broadcast_object_list(box, from_process=0)[0])
+    acc.wait_for_everyone()
+    # Every rank writes its own partition of the optimizer state (and fp32 master weights).
+    run.model.save_checkpoint(
+        str(staged / DEEPSPEED_DIR),
+        tag=_DEEPSPEED_TAG,
+        client_state={},
+        save_latest=False,
+        exclude_frozen_parameters=True,
+    )
+    acc.wait_for_everyone()
+    weights = _zero3_weights(run) if _zero_stage(acc) >= 3 else None
+    return weights, None, staged if acc.is_main_process else None
+
+
+def _fsdp_full_state(run: _Run) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any] | None]:
+    """Full trainable weights (plus persistent buffers) and the full optimizer state keyed by
+    parameter name, gathered onto the main process's CPU (others get None)."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    frozen_skipped = all(p.requires_grad for _, p in run.named)  # else keep the given ones
+    options = StateDictOptions(
+        full_state_dict=True, cpu_offload=True, ignore_frozen_params=frozen_skipped
+    )
+    full = get_model_state_dict(run.model, options=options)
+    optimizer = get_optimizer_state_dict(
+        run.model,
+        _inner_optimizer(run.optimizer),
+        options=StateDictOptions(full_state_dict=True, cpu_offload=True),
+    )
+    if not run.accelerator.is_main_process:
+        return None, None
+    param_names = {n for n, _ in _named_parameters(run)}
+    weights = {n: full[n] for n, _ in run.named}
+    weights.update({n: v for n, v in full.items() if n not in param_names})  # buffers
+    return weights, optimizer
+
+
+def _zero_stage(acc: Accelerator) -> int:
+    return int(acc.deepspeed_config.get("zero_optimization", {}).get("stage", 0))
+
+
+def _zero3_weights(run: _Run) -> dict[str, torch.Tensor] | None:
+    """The trainable parameters gathered one at a time (ZeRO-3 partitions every parameter) plus
+    persistent buffers, on the main process; None on the others."""
+    import deepspeed
+
+    main = run.accelerator.is_main_process
+    weights: dict[str, torch.Tensor] = {}
+    for name, param in run.named:
+        with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+            if main:
+                weights[name] = param.detach().to("cpu", copy=True)
+    if not main:
+        return None
+    unwrapped = run.accelerator.unwrap_model(run.model)
+    param_names = {n for n, _ in unwrapped.named_parameters(remove_duplicate=False)}
+    for name, value in unwrapped.state_dict().items():
+        if name not in param_names:
+            weights[name] = value
+    return weights
+
+
+def gather_full_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """Every weight and buffer of a model that FSDP2 or DeepSpeed ZeRO-3 shards over processes,
+    whole, on the main process's CPU (others get ``{}``); None when the model is not sharded
+    (its own ``state_dict()`` is whole). Collective: every process must call it."""
+    from torch.distributed.fsdp import FSDPModule
+
+    main = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    if isinstance(model, FSDPModule):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        full = get_model_state_dict(model, options=options)
+        return full if main else {}
+    params = list(model.parameters())
+    if not any(hasattr(p, "ds_id") for p in params):  # DeepSpeed tags ZeRO-3 partitions so
+        return None
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        if not main:
+            return {}
+        return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
 def _weights(run: _Run) -> dict[str, torch.Tensor]:
-    """The trainable parameters plus persistent buffers (e.g. norm statistics), by name."""
+    """The trainable parameters plus persistent buffers (e.g. norm statistics), by name; every
+    process holds them all (one process, DDP, DeepSpeed ZeRO-1/2)."""
     unwrapped = run.accelerator.unwrap_model(run.model)
     param_names = {n for n, _ in unwrapped.named_parameters(remove_duplicate=False)}
     weights = {n: p.detach() for n, p in run.named}
@@ -516,9 +875,13 @@ class _ProgressBar:
             )
 
             self._bar = Progress(
-                TextColumn("step"), MofNCompleteColumn(), BarColumn(),
-                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[sps]} samples/s"),
-                TimeElapsedColumn(), TimeRemainingColumn(),
+                TextColumn("step"),
+                MofNCompleteColumn(),
+                BarColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("{task.fields[sps]} samples/s"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
             )
             self._bar.__enter__()
             self._task = self._bar.add_task(

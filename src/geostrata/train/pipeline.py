@@ -18,7 +18,7 @@ from geostrata.data.targets import AlignTargetBuilder
 from geostrata.device import compute_device
 from geostrata.train.batching import FeatureCache, ImageStore, VQACollator
 from geostrata.train.experiment import ExperimentConfig
-from geostrata.train.loop import TrainResult, train
+from geostrata.train.loop import TrainResult, gather_full_state, train
 from geostrata.train.samples import TaskData, load_task
 from geostrata.train.stages import stage_parameters, trainable_names
 
@@ -201,16 +201,24 @@ def run_experiment(
         )
     session.model.requires_grad_(False)
     path = Path(cfg.output_dir) / MODEL_DIR
+    full = gather_full_state(session.model)  # FSDP / ZeRO-3: every process takes part
     if is_main_process():
-        save_session(session)
+        save_session(session, full)
+    if full is not None:
+        # A sharded model needs every process in every forward, but evaluation gives processes
+        # shards of unequal length: evaluate the saved model, whole on each process, instead.
+        torch.distributed.barrier()
+        session = open_session(path, show_progress=show_progress)
     return ExperimentResult(session, stages, path)
 
 
-def save_session(session: Session) -> Path:
+def save_session(session: Session, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
     """Write model (safetensors), processor and the experiment config into output_dir/model.
 
-    Built in a temp folder and renamed into place: a crash mid-save must not leave weights
-    without their experiment.yaml, which load_model would pair with default settings.
+    ``state_dict``: the full weights when the model itself holds only a shard (FSDP / ZeRO-3,
+    see `gather_full_state`). Built in a temp folder and renamed into place: a crash mid-save
+    must not leave weights without their experiment.yaml, which load_model would pair with
+    default settings.
     """
     import shutil
 
@@ -221,7 +229,7 @@ def save_session(session: Session) -> Path:
     tmp = path.with_name(f"{MODEL_DIR}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        session.model.save_pretrained(tmp)
+        session.model.save_pretrained(tmp, state_dict=state_dict)
         session.processor.save_pretrained(tmp)
         session.cfg.save(tmp / CONFIG_FILE)
         _move_into_place(tmp, path)

@@ -36,16 +36,26 @@ def stage_parameters(
         raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(STAGE_MODULES)}")
     allowed = allowed if allowed is not None else trainable_names(model)
     prefixes = STAGE_MODULES[stage]
-    chosen = [
-        p
-        for name, p in model.named_parameters()
-        if name in allowed and name.split(".")[0] in prefixes
-    ]
+
+    def wanted(name: str) -> bool:
+        name = plain_name(name)
+        return name in allowed and name.split(".")[0] in prefixes
+
+    chosen = [p for name, p in model.named_parameters() if wanted(name)]
     for name, p in model.named_parameters():
-        p.requires_grad_(name in allowed and name.split(".")[0] in prefixes)
+        p.requires_grad_(wanted(name))
     return chosen
 
 
+def plain_name(name: str) -> str:
+    """A parameter's name without the wrapper parts activation checkpointing inserts (FSDP's
+    ``fsdp_activation_checkpointing`` wraps each decoder layer after stage 1 has named them)."""
+    return name.replace(f"{CHECKPOINT_WRAPPER}.", "")
+
+
+CHECKPOINT_WRAPPER = "_checkpoint_wrapped_module"
+
+
 def trainable_names(model: torch.nn.Module) -> set[str]:
-    """Names of the parameters that currently require grad."""
-    return {name for name, p in model.named_parameters() if p.requires_grad}
+    """Names of the parameters that currently require grad (wrapper parts left out)."""
+    return {plain_name(name) for name, p in model.named_parameters() if p.requires_grad}
