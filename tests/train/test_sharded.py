@@ -13,14 +13,8 @@ from accelerate.utils import DistributedType
 from geostrata.errors import CheckpointError, ConfigError
 from geostrata.train import checkpoint as ck
 from geostrata.train import train
-from geostrata.train.loop import (
-    DEEPSPEED_DIR,
-    _norm_value,
-    _optimizer_state_by,
-    _prepare,
-    build_optimizer,
-    fill_deepspeed_config,
-)
+from geostrata.train.loop import DEEPSPEED_DIR, _prepare, build_optimizer
+from geostrata.train.sharded import fill_deepspeed_config, norm_value, optimizer_state_by
 from tests.train._toy import toy_config, toy_dataset, toy_model
 
 AUTO = {
@@ -98,11 +92,11 @@ def test_fsdp_version_1_is_refused(tmp_path):
 
 
 def test_norm_value_accepts_what_clip_grad_norm_returns():
-    assert _norm_value(None) is None  # DeepSpeed without a norm
-    assert _norm_value(2.5) == 2.5  # DeepSpeed's engine norm
-    assert _norm_value(torch.tensor(1.25)) == 1.25
+    assert norm_value(None) is None  # DeepSpeed without a norm
+    assert norm_value(2.5) == 2.5  # DeepSpeed's engine norm
+    assert norm_value(torch.tensor(1.25)) == 1.25
     dtensor_like = SimpleNamespace(full_tensor=lambda: torch.tensor(0.75))  # FSDP2
-    assert _norm_value(dtensor_like) == 0.75
+    assert norm_value(dtensor_like) == 0.75
 
 
 def test_a_step_without_a_reported_grad_norm_logs_none(tmp_path, monkeypatch):
@@ -129,13 +123,13 @@ def _stepped_adamw():
 def test_optimizer_state_rekeys_between_index_and_name_layouts():
     opt, order = _stepped_adamw()
     by_index = opt.state_dict()
-    by_name = _optimizer_state_by(by_index, order, by_name=True)
+    by_name = optimizer_state_by(by_index, order, by_name=True)
     assert sorted(by_name["state"]) == sorted(order)
     assert [g["params"] for g in by_name["param_groups"]] == [
         [order[i] for i in g["params"]] for g in by_index["param_groups"]
     ]
-    assert _optimizer_state_by(by_name, order, by_name=True) is by_name  # already so: unchanged
-    back = _optimizer_state_by(by_name, order, by_name=False)
+    assert optimizer_state_by(by_name, order, by_name=True) is by_name  # already so: unchanged
+    back = optimizer_state_by(by_name, order, by_name=False)
     assert back["param_groups"] == by_index["param_groups"]
     for i, state in by_index["state"].items():
         for key, value in state.items():
@@ -145,9 +139,9 @@ def test_optimizer_state_rekeys_between_index_and_name_layouts():
 
 def test_optimizer_state_naming_an_unknown_parameter_is_refused():
     opt, order = _stepped_adamw()
-    by_name = _optimizer_state_by(opt.state_dict(), order, by_name=True)
+    by_name = optimizer_state_by(opt.state_dict(), order, by_name=True)
     with pytest.raises(CheckpointError, match="does not"):
-        _optimizer_state_by(by_name, order[:-1], by_name=False)
+        optimizer_state_by(by_name, order[:-1], by_name=False)
 
 
 def test_staged_checkpoint_keeps_other_writers_files(tmp_path):

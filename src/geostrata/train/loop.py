@@ -69,6 +69,14 @@ from geostrata.train.checkpoint import (
 )
 from geostrata.train.config import TrainConfig
 from geostrata.train.sampling import SeededSampleStream, StreamBatches, StreamPosition, is_stream
+from geostrata.train.sharded import (
+    fill_deepspeed_config,
+    fsdp_sharded,
+    inner_optimizer,
+    norm_value,
+    optimizer_state_by,
+    zero_stage,
+)
 
 HISTORY_FILE = "history.jsonl"
 DEEPSPEED_DIR = "deepspeed"  # in a checkpoint: DeepSpeed's own (sharded) engine checkpoint
@@ -275,7 +283,7 @@ def _prepare(
     scheduler = build_scheduler(optimizer, cfg)
     # The scheduler is stepped here, once per optimizer step, not prepared: Accelerate's wrapper
     # would step it once per process, and DeepSpeed only runs schedulers of its own kind.
-    if _fsdp_sharded(accelerator, model):  # by an earlier train() (a previous stage)
+    if fsdp_sharded(accelerator, model):  # by an earlier train() (a previous stage)
         # Accelerate would shard it again and fail to find its (now FSDP) layer classes.
         optimizer = accelerator.prepare_optimizer(optimizer)
     else:
@@ -284,40 +292,6 @@ def _prepare(
     run = _Run(cfg, accelerator, model, optimizer, scheduler, named)
     run.named = _rebind(run, named)
     return run
-
-
-def _fsdp_sharded(accelerator: Accelerator, model: torch.nn.Module) -> bool:
-    if accelerator.distributed_type != DistributedType.FSDP:
-        return False
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
-
-
-def fill_deepspeed_config(
-    ds_config: dict[str, Any], cfg: TrainConfig, num_processes: int
-) -> list[str]:
-    """Set the batch geometry and clipping DeepSpeed must be told, from ``cfg``; in place.
-
-    The loop feeds its own micro-batches, so Accelerate has no DataLoader to fill
-    ``train_micro_batch_size_per_gpu: auto`` from; DeepSpeed also divides the loss by its own
-    ``gradient_accumulation_steps`` and clips at its own ``gradient_clipping`` (Accelerate's
-    ``clip_grad_norm_`` only reports the norm), so both must be the loop's. Returns a note for each
-    explicit (not ``auto``) value that was different and is overridden.
-    """
-    wanted: dict[str, int | float] = {
-        "train_micro_batch_size_per_gpu": cfg.batch_size,
-        "gradient_accumulation_steps": cfg.grad_accum,
-        "train_batch_size": cfg.batch_size * cfg.grad_accum * num_processes,
-        "gradient_clipping": float(max(cfg.max_grad_norm, 0.0)),  # 0: DeepSpeed does not clip
-    }
-    notes = []
-    for key, value in wanted.items():
-        old = ds_config.get(key, "auto")
-        if old not in ("auto", None) and old != value:
-            notes.append(f"{key}={old!r} replaced by {value!r}")
-        ds_config[key] = value
-    return notes
 
 
 def _rebind(
@@ -450,7 +424,7 @@ def _optimizer_step(run: _Run, batches: Iterator[dict[str, Any]]) -> _StepStats:
             acc.backward(out.loss)  # Accelerate divides by grad_accum
             if acc.sync_gradients and cfg.max_grad_norm > 0:
                 params = [p for _, p in run.named]
-                grad_norm = _norm_value(acc.clip_grad_norm_(params, cfg.max_grad_norm))
+                grad_norm = norm_value(acc.clip_grad_norm_(params, cfg.max_grad_norm))
             run.optimizer.step()  # a no-op until the last micro-batch (always under DeepSpeed,
             # whose engine steps inside acc.backward at the last micro-batch)
             run.optimizer.zero_grad(set_to_none=True)
@@ -462,16 +436,6 @@ def _optimizer_step(run: _Run, batches: Iterator[dict[str, Any]]) -> _StepStats:
     if not acc.optimizer_step_was_skipped:  # fp16 overflow skips the update
         run.scheduler.step()
     return _StepStats(torch.stack(losses), parts, grad_norm, lr)
-
-
-def _norm_value(norm: Any) -> float | None:
-    """``clip_grad_norm_``'s result as a float: a tensor, a DTensor (FSDP2), or under DeepSpeed
-    the engine's norm as a float, or None when it has none."""
-    if norm is None:
-        return None
-    if hasattr(norm, "full_tensor"):  # a replicated DTensor: no communication
-        norm = norm.full_tensor()
-    return float(norm)
 
 
 def _named_losses(out: Any) -> dict[str, torch.Tensor]:
@@ -607,12 +571,12 @@ def _restore_optimizer(run: _Run, ckpt: Checkpoint) -> None:
 
         set_optimizer_state_dict(
             run.model,
-            _inner_optimizer(run.optimizer),
-            _optimizer_state_by(state, order, True),
+            inner_optimizer(run.optimizer),
+            optimizer_state_by(state, order, True),
             options=StateDictOptions(full_state_dict=True),
         )
     else:
-        run.optimizer.load_state_dict(_optimizer_state_by(state, order, False))
+        run.optimizer.load_state_dict(optimizer_state_by(state, order, False))
 
 
 def _restore_deepspeed(run: _Run, ckpt: Checkpoint) -> None:
@@ -640,42 +604,10 @@ def _restore_deepspeed(run: _Run, ckpt: Checkpoint) -> None:
         raise CheckpointError(f"DeepSpeed could not load its checkpoint in {engine_dir}")
 
 
-def _inner_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """The torch optimizer inside Accelerate's wrapper."""
-    from accelerate.optimizer import AcceleratedOptimizer
-
-    while isinstance(optimizer, AcceleratedOptimizer):
-        optimizer = optimizer.optimizer
-    return optimizer
-
-
 def _optimizer_param_names(run: _Run) -> list[str]:
     """The name of every parameter the optimizer holds, in its ``state_dict`` index order."""
     names = {id(p): n for n, p in run.named}
     return [names[id(p)] for group in run.optimizer.param_groups for p in group["params"]]
-
-
-def _optimizer_state_by(state: dict[str, Any], order: list[str], by_name: bool) -> dict[str, Any]:
-    """An optimizer state dict keyed by parameter name (``by_name``, the layout of a full FSDP
-    state dict) or by index (``torch.optim``'s own); ``order`` maps index to name. Returned as is
-    when already keyed that way, so a checkpoint resumes with or without FSDP."""
-    groups = state.get("param_groups") or []
-    keys = [k for g in groups for k in g.get("params", [])]
-    if all(isinstance(k, str) for k in keys) == by_name:
-        return state
-    if by_name:
-        rekey: dict[Any, Any] = {i: order[i] for i in range(len(order))}
-    else:
-        rekey = {name: i for i, name in enumerate(order)}
-    unknown = [k for k in keys if k not in rekey]
-    if unknown:
-        raise CheckpointError(
-            f"the saved optimizer state holds parameters the optimizer does not: {unknown[:20]}"
-        )
-    return {
-        "state": {rekey[k]: v for k, v in state.get("state", {}).items()},
-        "param_groups": [{**g, "params": [rekey[k] for k in g["params"]]} for g in groups],
-    }
 
 
 def _save(run: _Run, progress: _Progress) -> Path:
@@ -742,7 +674,7 @@ def _sharded_state(
         exclude_frozen_parameters=True,
     )
     acc.wait_for_everyone()
-    weights = _zero3_weights(run) if _zero_stage(acc) >= 3 else None
+    weights = _zero3_weights(run) if zero_stage(acc) >= 3 else None
     return weights, None, staged if acc.is_main_process else None
 
 
@@ -762,7 +694,7 @@ def _fsdp_full_state(run: _Run) -> tuple[dict[str, torch.Tensor] | None, dict[st
     full = get_model_state_dict(run.model, options=options)
     optimizer = get_optimizer_state_dict(
         run.model,
-        _inner_optimizer(run.optimizer),
+        inner_optimizer(run.optimizer),
         options=StateDictOptions(full_state_dict=True, cpu_offload=True),
     )
     if not run.accelerator.is_main_process:
@@ -771,10 +703,6 @@ def _fsdp_full_state(run: _Run) -> tuple[dict[str, torch.Tensor] | None, dict[st
     weights = {n: full[n] for n, _ in run.named}
     weights.update({n: v for n, v in full.items() if n not in param_names})  # buffers
     return weights, optimizer
-
-
-def _zero_stage(acc: Accelerator) -> int:
-    return int(acc.deepspeed_config.get("zero_optimization", {}).get("stage", 0))
 
 
 def _zero3_weights(run: _Run) -> dict[str, torch.Tensor] | None:
@@ -796,30 +724,6 @@ def _zero3_weights(run: _Run) -> dict[str, torch.Tensor] | None:
         if name not in param_names:
             weights[name] = value
     return weights
-
-
-def gather_full_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
-    """Every weight and buffer of a model that FSDP2 or DeepSpeed ZeRO-3 shards over processes,
-    whole, on the main process's CPU (others get ``{}``); None when the model is not sharded
-    (its own ``state_dict()`` is whole). Collective: every process must call it."""
-    from torch.distributed.fsdp import FSDPModule
-
-    main = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
-    if isinstance(model, FSDPModule):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        full = get_model_state_dict(model, options=options)
-        return full if main else {}
-    params = list(model.parameters())
-    if not any(hasattr(p, "ds_id") for p in params):  # DeepSpeed tags ZeRO-3 partitions so
-        return None
-    import deepspeed
-
-    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-        if not main:
-            return {}
-        return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _weights(run: _Run) -> dict[str, torch.Tensor]:

@@ -18,8 +18,9 @@ from geostrata.data.targets import AlignTargetBuilder
 from geostrata.device import compute_device
 from geostrata.train.batching import FeatureCache, ImageStore, VQACollator
 from geostrata.train.experiment import ExperimentConfig
-from geostrata.train.loop import TrainResult, gather_full_state, train
+from geostrata.train.loop import TrainResult, train
 from geostrata.train.samples import TaskData, load_task
+from geostrata.train.sharded import gather_full_state
 from geostrata.train.stages import stage_parameters, trainable_names
 
 MODEL_DIR = "model"
