@@ -116,7 +116,7 @@ class _Saver:
     def __init__(self, name: str, crash: bool = False) -> None:
         self.name, self.crash = name, crash
 
-    def save_pretrained(self, folder: Path) -> None:
+    def save_pretrained(self, folder: Path, state_dict: dict | None = None) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
         (Path(folder) / self.name).write_text("new")
         if self.crash:
