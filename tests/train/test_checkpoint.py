@@ -158,3 +158,39 @@ def test_rng_state_roundtrip_through_json(tmp_path):
     assert (random.random(), float(np.random.rand()), float(torch.rand(()))) == expected
     with pytest.raises(CheckpointError, match="malformed RNG"):
         ck.restore_rng_state({"python": [3]})
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temp_dirs_of_dead_writers_are_removed_live_ones_kept(tmp_path):
+    dead, alive = _dead_pid(), os.getpid()
+    for name in (f"step-00000002.tmp-{dead}", f"step-00000003.tmp-{alive}",
+                 f"model.tmp-{dead}", f"notes.tmp-{dead}"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "weights.bin").write_bytes(b"x" * 10)
+    _save(tmp_path, 1)
+    removed = ck.remove_dead_temp_dirs(tmp_path)
+    assert [p.name for p in removed] == [f"step-00000002.tmp-{dead}"]
+    assert [p.name for p in ck.remove_dead_temp_dirs(tmp_path, stem="model")] == [
+        f"model.tmp-{dead}"
+    ]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [f"notes.tmp-{dead}", "step-00000001", f"step-00000003.tmp-{alive}"]
+
+
+def test_training_start_removes_what_a_killed_save_left(tmp_path):
+    from geostrata.train import train
+    from tests.train._toy import toy_config, toy_dataset, toy_model
+
+    stale = tmp_path / f"step-00000004.tmp-{_dead_pid()}"
+    stale.mkdir(parents=True)
+    cfg = toy_config(str(tmp_path), max_steps=2, save_every=2)
+    train(toy_model(), toy_dataset(n=16), None, cfg, resume=True, show_progress=False)
+    assert not stale.exists() and (tmp_path / "step-00000002").is_dir()

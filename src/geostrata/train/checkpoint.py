@@ -200,6 +200,38 @@ def _move_into_place(tmp: Path, final: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+_TEMP_DIR = re.compile(r"^(?P<stem>.+)\.tmp-(?P<pid>\d+)$")
+
+
+def remove_dead_temp_dirs(folder: str | Path, stem: str = r"step-\d+") -> list[Path]:
+    """Delete ``<stem>.tmp-<pid>`` folders whose writing process no longer exists: what a kill
+    mid-save leaves behind (never a checkpoint, but possibly gigabytes). A folder whose PID is
+    alive (another writer, or a reused PID) is left alone. Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for child in folder.iterdir():
+        match = _TEMP_DIR.match(child.name)
+        if not (match and re.fullmatch(stem, match["stem"]) and child.is_dir()):
+            continue
+        if _process_alive(int(match["pid"])):
+            continue
+        shutil.rmtree(child, ignore_errors=True)
+        removed.append(child)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def list_checkpoints(output_dir: str | Path) -> list[Checkpoint]:
     """Complete checkpoints in ``output_dir``, oldest first; temp / incomplete dirs skipped."""
     output_dir = Path(output_dir)

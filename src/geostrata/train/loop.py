@@ -64,6 +64,7 @@ from geostrata.train.checkpoint import (
     load_checkpoint,
     load_safetensors_weights,
     read_safetensors,
+    remove_dead_temp_dirs,
     restore_rng_state,
     save_checkpoint,
 )
@@ -485,6 +486,9 @@ def _log(
 def _start_or_resume(run: _Run, resume: bool | str | Path, progress: _Progress) -> None:
     """Seed a fresh run, or restore everything a checkpoint holds into ``run`` and ``progress``."""
     out_dir = run.cfg.output_dir
+    if run.accelerator.is_main_process:
+        for stale in remove_dead_temp_dirs(out_dir):
+            run.accelerator.print(f"removed {stale}, left by a run killed while saving")
     if resume is True:
         path = latest_checkpoint(out_dir)
     elif resume is False:

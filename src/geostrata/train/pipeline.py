@@ -224,9 +224,10 @@ def save_session(session: Session, state_dict: dict[str, torch.Tensor] | None = 
     import shutil
 
     from geostrata.errors import CheckpointError
-    from geostrata.train.checkpoint import _move_into_place
+    from geostrata.train.checkpoint import _move_into_place, remove_dead_temp_dirs
 
     path = Path(session.cfg.output_dir) / MODEL_DIR
+    remove_dead_temp_dirs(path.parent, stem=MODEL_DIR)  # left by a kill mid-save
     tmp = path.with_name(f"{MODEL_DIR}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
