@@ -2,8 +2,8 @@
 hold the full trainable weights (plus DeepSpeed's own sharded optimizer checkpoint), and a crashed
 run resumes to the uninterrupted run's losses and weights exactly.
 
-DeepSpeed is not a GeoStrata dependency: skipped unless it is installed (verified with deepspeed
-0.19.8, CPU accelerator). ~30 s per stage.
+DeepSpeed is an optional extra (``pip install -e ".[deepspeed]"``, which ``.ci/run`` installs):
+skipped where it is absent. Verified with deepspeed 0.19.8 and its CPU accelerator; ~30 s per stage.
 """
 
 import json
