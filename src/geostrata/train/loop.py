@@ -720,26 +720,20 @@ def _zero3_weights(run: _Run) -> dict[str, torch.Tensor] | None:
         with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
             if main:
                 weights[name] = param.detach().to("cpu", copy=True)
-    if not main:
-        return None
-    unwrapped = run.accelerator.unwrap_model(run.model)
-    param_names = {n for n, _ in unwrapped.named_parameters(remove_duplicate=False)}
-    for name, value in unwrapped.state_dict().items():
-        if name not in param_names:
-            weights[name] = value
-    return weights
+    return {**weights, **_buffers(run)} if main else None
 
 
 def _weights(run: _Run) -> dict[str, torch.Tensor]:
-    """The trainable parameters plus persistent buffers (e.g. norm statistics), by name; every
-    process holds them all (one process, DDP, DeepSpeed ZeRO-1/2)."""
+    """The trainable parameters plus persistent buffers, by name; every process holds them all
+    (one process, DDP, DeepSpeed ZeRO-1/2)."""
+    return {**{n: p.detach() for n, p in run.named}, **_buffers(run)}
+
+
+def _buffers(run: _Run) -> dict[str, torch.Tensor]:
+    """Persistent buffers (e.g. norm statistics): the state-dict entries that are no parameter."""
     unwrapped = run.accelerator.unwrap_model(run.model)
     param_names = {n for n, _ in unwrapped.named_parameters(remove_duplicate=False)}
-    weights = {n: p.detach() for n, p in run.named}
-    for name, value in unwrapped.state_dict().items():
-        if name not in param_names:
-            weights[name] = value
-    return weights
+    return {n: v for n, v in unwrapped.state_dict().items() if n not in param_names}
 
 
 def _rewind_history(accelerator: Accelerator, out_dir: Path, step: int) -> list[dict[str, float]]:

@@ -142,10 +142,18 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
     torch.manual_seed(cfg.seed)
     model = GeoStrataForConditionalGeneration(model_cfg)
     model.attach_knowledge(knowledge)
-    images = ImageStore(model_cfg.image_size, int(cfg.image_cache_gib * 2**30))
-    features = _feature_cache(model, processor, images, task, show_progress, cfg.feature_cache_gib)
+    images, features = _caches(cfg, model, processor, task, show_progress)
     targets = AlignTargetBuilder(knowledge, task.dataset, task.labels) if task.labels else None
     return Session(cfg, task, knowledge, processor, model, images, features, targets)
+
+
+def _caches(
+    cfg: ExperimentConfig, model: Any, processor: Any, task: TaskData, show_progress: bool
+) -> tuple[ImageStore, FeatureCache | None]:
+    """The decoded-image store and (frozen tower, within budget) the tower-feature cache."""
+    images = ImageStore(model.config.image_size, int(cfg.image_cache_gib * 2**30))
+    features = _feature_cache(model, processor, images, task, show_progress, cfg.feature_cache_gib)
+    return images, features
 
 
 def _feature_cache(
@@ -259,15 +267,8 @@ def open_session(
     if data_overrides:
         cfg.data = DataConfig(**{**dataclasses.asdict(cfg.data), **data_overrides})
     task = load_task(cfg.data)
-    images = ImageStore(loaded.model.config.image_size, int(cfg.image_cache_gib * 2**30))
-    features = _feature_cache(
-        loaded.model,
-        loaded.processor,
-        images,
-        dataclasses.replace(task, train=[]),
-        show_progress,
-        cfg.feature_cache_gib,
-    )
+    eval_only = dataclasses.replace(task, train=[])
+    images, features = _caches(cfg, loaded.model, loaded.processor, eval_only, show_progress)
     targets = (
         AlignTargetBuilder(loaded.knowledge, task.dataset, task.labels) if task.labels else None
     )
