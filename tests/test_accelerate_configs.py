@@ -15,7 +15,7 @@ import pytest
 from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
 from accelerate.utils import DistributedType
 
-from geostrata.train.experiment import ExperimentConfig
+from geostrata.session.experiment import ExperimentConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCELERATE = ROOT / "configs" / "accelerate"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geostrata.train.experiment import ExperimentConfig, apply_overrides
+from geostrata.session.experiment import ExperimentConfig, apply_overrides
 
 
 @dataclass(frozen=True)

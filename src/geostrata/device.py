@@ -1,4 +1,5 @@
-"""Where models run: this process's accelerator by default, or the device a user names."""
+"""Where models run (this process's accelerator by default, or the device a user names) and which
+process this is in a torchrun / accelerate launch job."""
 
 from __future__ import annotations
 
@@ -44,3 +45,18 @@ def resolve_dtype(name: str | None, default: str) -> torch.dtype:
     if chosen not in DTYPES:
         raise ConfigError(f"dtype {chosen!r}: expected one of {DTYPES}")
     return getattr(torch, chosen)
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size): the process group's when one is up, else what torchrun / accelerate
+    launch put in the environment (before the group starts), else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or a single process): the one that writes shared files."""
+    return world()[0] == 0

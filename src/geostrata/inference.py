@@ -1,4 +1,4 @@
-"""The one inference API the CLI, chat, web app and evaluation share: load_model() and predict().
+"""The one inference API the CLI, chat and web app share: predict() on a `load_model()` result.
 
 `predict` answers a question about one image and says why: the knowledge-base cues retrieved at
 each semantic level (with scores), the router's weight on each level's expert, and (when classes
@@ -16,10 +16,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from geostrata.errors import CheckpointError, InputError
+from geostrata.errors import InputError
+from geostrata.session import SCENE_QUESTION, LoadedModel, load_model, scene_answer
+
+__all__ = [
+    "Cue",
+    "LoadedModel",
+    "Prediction",
+    "check_question",
+    "load_model",
+    "predict",
+    "stream_predict",
+]
 
 MAX_QUESTION_CHARS = 500
-CONFIG_FILE = "experiment.yaml"
 
 
 @dataclass(frozen=True)
@@ -35,53 +45,6 @@ class Prediction:
     cues: dict[str, list[Cue]] = field(default_factory=dict)  # level -> top-k cues, best first
     router: dict[str, float] = field(default_factory=dict)  # level -> expert weight (sums to 1)
     class_probs: list[tuple[str, float]] = field(default_factory=list)  # top classes, best first
-
-
-@dataclass
-class LoadedModel:
-    model: Any  # GeoStrataForConditionalGeneration, eval mode
-    processor: Any  # GeoStrataProcessor
-    knowledge: Any  # KnowledgeBase
-    cfg: Any  # ExperimentConfig the model was trained with
-    path: Path
-
-
-def load_model(
-    path: str | Path, knowledge: Any = None, device: str | None = None, dtype: str | None = None
-) -> LoadedModel:
-    """Load a saved GeoStrata model folder (weights are safetensors only) and its knowledge base.
-
-    ``device``: None or "auto" takes this process's GPU when there is one, else the CPU.
-    ``dtype``: the whole model's dtype; None keeps float32 on the CPU and uses the config's
-    ``torch_dtype`` (the LLM's training dtype, bfloat16 for the real presets) on a GPU.
-    """
-    from geostrata.device import resolve_device, resolve_dtype
-    from geostrata.model import GeoStrataForConditionalGeneration, GeoStrataProcessor
-    from geostrata.train.checkpoint import verify_safetensors
-    from geostrata.train.experiment import ExperimentConfig
-    from geostrata.train.pipeline import load_knowledge
-
-    path = Path(path)
-    weights = sorted(path.glob("model*.safetensors"))
-    if not weights:
-        raise CheckpointError(
-            f"{path} holds no model.safetensors: not a saved GeoStrata model folder"
-        )
-    for file in weights:  # refuse a renamed pickle or a cut file before anything parses it
-        verify_safetensors(file)
-    if not (path / CONFIG_FILE).is_file():
-        raise CheckpointError(
-            f"{path} has weights but no {CONFIG_FILE}: an incomplete model folder"
-        )
-    cfg = ExperimentConfig.from_yaml(path / CONFIG_FILE)
-    target = resolve_device(device)
-    knowledge = knowledge if knowledge is not None else load_knowledge(cfg.knowledge)
-    processor = GeoStrataProcessor.from_pretrained(path, question_encoder=knowledge.encode_text)
-    model = GeoStrataForConditionalGeneration.from_pretrained(path, use_safetensors=True)
-    default_dtype = "float32" if target.type == "cpu" else model.config.torch_dtype
-    model.to(device=target, dtype=resolve_dtype(dtype, default_dtype))
-    model.attach_knowledge(knowledge)  # after the move: cue buffers go where the model is
-    return LoadedModel(model.eval(), processor, knowledge, cfg, path)
 
 
 def check_question(question: str) -> str:
@@ -207,8 +170,6 @@ def _class_probs(
     loaded: LoadedModel, image: np.ndarray, classes: list[str] | None, top: int
 ) -> list[tuple[str, float]]:
     """Closed-set scene scores for "What type of scene is this?", softmaxed over `classes`."""
-    from geostrata.train.samples import SCENE_QUESTION, scene_answer
-
     if not classes:
         return []
     scene_batch = _batch(loaded, image, SCENE_QUESTION)

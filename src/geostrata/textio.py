@@ -7,6 +7,8 @@ undecodable bytes reported as the caller's own error type with the file, line an
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +52,29 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of field: value, got {type(data).__name__}")
     return data
+
+
+def read_jsonl(
+    path: str | Path,
+    error: type[GeoStrataError],
+    skip_bad: bool = False,
+    comments: bool = False,
+) -> Iterator[tuple[str, Any]]:
+    """("<path>:<line>", value) for each non-blank line of a JSONL file.
+
+    A line that is not JSON raises `error` naming file:line and column, or is skipped with
+    ``skip_bad`` (a log a kill may have cut short). ``comments``: lines starting with ``#`` are
+    skipped. Lines split on "\\n" only: U+2028 may sit raw inside a JSON string.
+    """
+    for number, line in enumerate(read_utf8(path, error).split("\n"), start=1):
+        if not line.strip() or (comments and line.lstrip().startswith("#")):
+            continue
+        where = f"{path}:{number}"
+        try:
+            yield where, json.loads(line)
+        except json.JSONDecodeError as err:
+            if not skip_bad:
+                raise error(f"{where}, column {err.colno}: invalid JSON: {err.msg}") from err
+        except (ValueError, RecursionError) as err:
+            if not skip_bad:
+                raise error(f"{where}: unreadable JSON: {err}") from err

@@ -1,7 +1,7 @@
 import pytest
 
 from geostrata.errors import ConfigError
-from geostrata.train.experiment import ExperimentConfig, apply_overrides
+from geostrata.session.experiment import ExperimentConfig, apply_overrides
 
 
 def test_overrides_reach_nested_fields():
@@ -52,7 +52,7 @@ def test_malformed_override():
 
 def test_a_real_preset_without_local_weights_fails_clearly():
     from geostrata.model import GeoStrataConfig
-    from geostrata.train.pipeline import pretrained_tokenizer
+    from geostrata.session.session import pretrained_tokenizer
 
     cfg = GeoStrataConfig.from_preset("base")
     with pytest.raises(ConfigError, match="not on this machine"):
@@ -61,7 +61,7 @@ def test_a_real_preset_without_local_weights_fails_clearly():
 
 def test_a_local_llm_tokenizer_is_used_with_image_token(tmp_path):
     from geostrata.model import GeoStrataConfig, train_tokenizer
-    from geostrata.train.pipeline import pretrained_tokenizer
+    from geostrata.session.session import pretrained_tokenizer
 
     train_tokenizer(["a harbor with ships", "a forest"], vocab_size=200).save_pretrained(tmp_path)
     cfg = GeoStrataConfig.from_preset("tiny", text_name_or_path=str(tmp_path))
@@ -85,7 +85,7 @@ def tiny_data(tmp_path_factory):
 def test_knowledge_dim_follows_the_knowledge_base_unless_set(tmp_path, tiny_data):
     from geostrata.errors import KnowledgeBaseError
     from geostrata.knowledge import HashingEncoder, KnowledgeBase
-    from geostrata.train.pipeline import prepare
+    from geostrata.session import prepare
 
     profile, data = tiny_data
     KnowledgeBase.load("default", encoder=HashingEncoder(96)).save(tmp_path / "kb")
@@ -100,7 +100,8 @@ def test_knowledge_dim_follows_the_knowledge_base_unless_set(tmp_path, tiny_data
 def test_features_over_the_budget_are_not_cached_and_training_still_runs(
     tmp_path, tiny_data, capsys
 ):
-    from geostrata.train.pipeline import prepare, run_experiment
+    from geostrata.session import prepare
+    from geostrata.train.pipeline import run_experiment
 
     profile, data = tiny_data
     cfg = profile.experiment(data, tmp_path / "cached", seed=0)

@@ -6,8 +6,8 @@ from geostrata.data.synthetic import synthesize
 from geostrata.data.targets import AlignTargetBuilder
 from geostrata.knowledge import KnowledgeBase
 from geostrata.knowledge.encoder import HashingEncoder
-from geostrata.train.experiment import DataConfig
-from geostrata.train.samples import CAPTION_QUESTION, SCENE_QUESTION, load_task
+from geostrata.session.experiment import DataConfig
+from geostrata.session.samples import CAPTION_QUESTION, SCENE_QUESTION, load_task
 from tests.data.fixtures import instruct_records, rsvqa_documents, write_instruct, write_rsvqa
 
 

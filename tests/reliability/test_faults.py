@@ -20,9 +20,9 @@ import torch
 
 from geostrata.errors import CheckpointError
 from geostrata.evaluate.report import write_metrics_json
+from geostrata.session import save_session
 from geostrata.train import checkpoint as ck
 from geostrata.train import loop, train
-from geostrata.train.pipeline import save_session
 from tests.train._toy import toy_config, toy_dataset, toy_model
 
 STEPS = 6
@@ -103,7 +103,7 @@ def test_metrics_json_write_interrupted_keeps_previous(tmp_path, monkeypatch):
     def crash(src, dst):
         raise KeyboardInterrupt("killed between write and rename")
 
-    monkeypatch.setattr("geostrata.evaluate.report.os.replace", crash)
+    monkeypatch.setattr("geostrata.atomic.os.replace", crash)
     with pytest.raises(KeyboardInterrupt):
         write_metrics_json(path, {"vqa": {"n": 4}})
     monkeypatch.undo()

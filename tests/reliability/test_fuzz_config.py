@@ -17,8 +17,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from geostrata.errors import ConfigError, GeoStrataError
-from geostrata.train.config import TrainConfig
-from geostrata.train.experiment import DataConfig, ExperimentConfig, apply_overrides
+from geostrata.session.experiment import DataConfig, ExperimentConfig, apply_overrides
+from geostrata.session.train_config import TrainConfig
 from tests.reliability._fuzz import (
     FUZZ,
     damage_bytes,

@@ -9,7 +9,7 @@ from PIL import Image
 from torch import nn
 
 from geostrata.model import MultiLevelFeatures
-from geostrata.train.batching import FeatureCache, ImageStore
+from geostrata.session.batching import FeatureCache, ImageStore
 
 
 def _write_images(folder, n: int, size: int = 20) -> list[str]:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from geostrata.atomic import remove_dead_temp_dirs
 from geostrata.errors import CheckpointError
 from geostrata.train import checkpoint as ck
 
@@ -176,9 +177,9 @@ def test_temp_dirs_of_dead_writers_are_removed_live_ones_kept(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "weights.bin").write_bytes(b"x" * 10)
     _save(tmp_path, 1)
-    removed = ck.remove_dead_temp_dirs(tmp_path)
+    removed = remove_dead_temp_dirs(tmp_path)
     assert [p.name for p in removed] == [f"step-00000002.tmp-{dead}"]
-    assert [p.name for p in ck.remove_dead_temp_dirs(tmp_path, stem="model")] == [
+    assert [p.name for p in remove_dead_temp_dirs(tmp_path, stem="model")] == [
         f"model.tmp-{dead}"
     ]
     left = sorted(p.name for p in tmp_path.iterdir())

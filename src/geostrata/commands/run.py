@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from geostrata.atomic import write_text_atomic
 from geostrata.commands import DEVICE_HELP
 from geostrata.errors import GeoStrataError
 
@@ -72,7 +73,7 @@ def train(
 ) -> None:
     """Train both stages of an experiment (runs under accelerate launch / torchrun unchanged)."""
     from geostrata.evaluate.suite import evaluate_session
-    from geostrata.train.experiment import ExperimentConfig
+    from geostrata.session.experiment import ExperimentConfig
     from geostrata.train.pipeline import run_experiment
 
     try:
@@ -105,7 +106,7 @@ def evaluate(
     """Evaluate a saved model: VQA per type and level (AA/OA, prior), scene classification."""
     from geostrata.evaluate.sharding import init_from_env
     from geostrata.evaluate.suite import evaluate_session
-    from geostrata.train.pipeline import open_session
+    from geostrata.session import open_session
 
     init_from_env()  # under torchrun: evaluate shards in parallel, gather, rank 0 writes
     try:
@@ -149,4 +150,4 @@ def ablate(
     typer.echo(text)
     typer.echo(f"question-only prior: {result.prior}  wall time {result.wall_s:.0f}s")
     if table is not None:
-        table.write_text(text + "\n", encoding="utf-8")
+        write_text_atomic(table, text + "\n")

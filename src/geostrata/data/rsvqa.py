@@ -25,11 +25,12 @@ from torch.utils.data import Dataset
 
 from geostrata.data.images import BandPolicy, ImageRecords
 from geostrata.errors import AnnotationError, ConfigError, DatasetNotFoundError
+from geostrata.levels import VISUAL_LEVELS
 from geostrata.textio import read_utf8
 
 logger = logging.getLogger(__name__)
 
-LEVELS = ("scene", "region", "object")
+LEVELS = VISUAL_LEVELS
 DEFAULT_LEVELS: Mapping[str, str] = MappingProxyType(
     {
         "presence": "object",

@@ -365,12 +365,11 @@ class ShardStream(IterableDataset[Sample]):
 
 def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if rank is None or world_size is None:
-        import torch.distributed as dist
+        from geostrata.device import world
 
-        ready = dist.is_available() and dist.is_initialized()
-        rank = rank if rank is not None else (dist.get_rank() if ready else 0)
-        world_size = world_size if world_size is not None else (
-            dist.get_world_size() if ready else 1)
+        group_rank, group_size = world()
+        rank = group_rank if rank is None else rank
+        world_size = group_size if world_size is None else world_size
     for name, value in (("rank", rank), ("world_size", world_size)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"ShardStream: {name} must be an integer, got {value!r}")

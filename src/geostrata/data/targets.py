@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from geostrata.knowledge.protocol import Retriever
+from geostrata.levels import VISUAL_LEVELS
 
-ALIGN_LEVELS: tuple[str, ...] = ("scene", "region", "object")
+ALIGN_LEVELS = VISUAL_LEVELS
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from geostrata.errors import InputError
+from geostrata.atomic import write_atomic, write_text_atomic
+from geostrata.errors import CheckpointError, InputError
 from geostrata.evaluate.metrics import ClassificationMetrics, GroupAccuracy, VQAMetrics
+from geostrata.textio import read_jsonl
 
 _MAX_ANNOTATED_CLASSES = 30  # beyond this, per-cell numbers are unreadable
 
@@ -33,12 +34,7 @@ def _new_figure(width: float, height: float) -> Any:
 
 
 def _save_figure(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    fig.savefig(tmp, format="png", bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda f: fig.savefig(f, format="png", bbox_inches="tight"))
 
 
 def plot_confusion(
@@ -109,15 +105,8 @@ def _group_values(m: VQAMetrics, types: list[str]) -> list[float]:
 
 def read_history(path: str | Path) -> list[dict[str, float]]:
     """The entries of a ``history.jsonl`` written by the training loop; bad lines are skipped."""
-    entries = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entry, dict) and "step" in entry:
-            entries.append(entry)
-    return entries
+    rows = read_jsonl(path, CheckpointError, skip_bad=True)
+    return [entry for _, entry in rows if isinstance(entry, dict) and "step" in entry]
 
 
 def plot_loss_curves(
@@ -175,23 +164,11 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
-def _atomic_write_text(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
-
-
 def write_metrics_json(path: str | Path, data: Mapping[str, Any]) -> Path:
     """Metrics (dataclasses with ``to_dict``, numpy values, plain data) as indented JSON.
     NaN (an empty group) is written as null so the file stays strict JSON."""
     plain = json.loads(json.dumps(dict(data), default=_jsonable))
-    return _atomic_write_text(path, json.dumps(_nan_to_none(plain), indent=2) + "\n")
+    return write_text_atomic(path, json.dumps(_nan_to_none(plain), indent=2) + "\n")
 
 
 def _nan_to_none(obj: Any) -> Any:
@@ -222,7 +199,7 @@ def write_report_md(
         else:
             kind = type(content).__name__
             raise InputError(f"report section {title!r} has unsupported type {kind}")
-    return _atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+    return write_text_atomic(path, "\n".join(lines).rstrip() + "\n")
 
 
 def _pct(x: float | None) -> str:

@@ -23,7 +23,7 @@ from geostrata.evaluate.metrics import (
     vqa_accuracy,
 )
 from geostrata.evaluate.sharding import sharded_map
-from geostrata.train.samples import SCENE_QUESTION, scene_answer
+from geostrata.session.samples import SCENE_QUESTION, scene_answer
 
 Collate = Callable[[Sequence[dict[str, Any]]], dict[str, Any]]
 

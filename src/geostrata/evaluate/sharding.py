@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import torch.distributed as dist
 
+from geostrata.device import world
+
 T = TypeVar("T")
 
 
@@ -27,17 +29,10 @@ def init_from_env() -> None:
         PartialState(cpu=not torch.cuda.is_available())  # gloo on CPU, nccl on GPUs
 
 
-def world() -> tuple[int, int]:
-    """(rank, world size) of the current process group, or (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def sharded_map(fn: Callable[[Sequence[Any]], list[T]], records: Sequence[Any]) -> list[T]:
     """`fn(records)` computed in parallel shards over the process group, in the original order."""
     rank, size = world()
-    if size == 1:
+    if size == 1 or not dist.is_initialized():
         return fn(records)
     indices = list(range(rank, len(records), size))
     local = fn([records[i] for i in indices]) if indices else []

@@ -8,11 +8,12 @@ scoring and free generation, overall and per class, with confusion matrices.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from geostrata.atomic import write_text_atomic
+from geostrata.device import is_main_process
 from geostrata.evaluate.metrics import VQAMetrics
 from geostrata.evaluate.report import (
     plot_confusion,
@@ -28,7 +29,6 @@ from geostrata.evaluate.runner import (
     retrieval_hits,
     unique_images,
 )
-from geostrata.evaluate.sharding import world
 
 NOT_VQA = ("caption", "instruct")  # free-text turns: no exact-match accuracy
 
@@ -67,7 +67,7 @@ def evaluate_session(session: Any, out_dir: str | Path, show_progress: bool = Tr
     out = Path(out_dir)
     task, model, tok = session.task, session.model, session.processor.tokenizer
     batch = session.cfg.eval_batch_size
-    show_progress = show_progress and world()[0] == 0
+    show_progress = show_progress and is_main_process()
     vqa_records = [r for r in task.eval if r["qtype"] not in NOT_VQA]
     result = (
         evaluate_vqa(
@@ -79,7 +79,7 @@ def evaluate_session(session: Any, out_dir: str | Path, show_progress: bool = Tr
     scenes = _scene_eval(session, batch, show_progress)
     retrieval = _retrieval_eval(session, batch)
     vqa = result.metrics if result else None
-    if world()[0] != 0:  # every rank computed (sharded); only rank 0 writes
+    if not is_main_process():  # every rank computed (sharded); only rank 0 writes
         return RunMetrics(vqa, scenes, retrieval, out / "report.md", out / "metrics.json")
     out.mkdir(parents=True, exist_ok=True)
     if result is not None:
@@ -177,8 +177,5 @@ def _run_text(session: Any) -> str:
 
 def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
     """Atomic: a kill mid-write leaves the previous file (or none), never a cut one."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps({k: v for k, v in row.items() if k != "image"}) + "\n")
-    os.replace(tmp, path)
+    lines = (json.dumps({k: v for k, v in row.items() if k != "image"}) + "\n" for row in rows)
+    write_text_atomic(path, "".join(lines))

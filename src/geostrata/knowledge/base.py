@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geostrata.atomic import write_text_atomic
 from geostrata.errors import KnowledgeBaseError
 from geostrata.knowledge.encoder import (
     EmbeddingCache,
@@ -262,14 +263,15 @@ class KnowledgeBase:
         rows = [f"{dataset}\t{label}\t{entry_id}"
                 for dataset, table in sorted(self.label_map.items())
                 for label, entry_id in table.items()]
-        (folder / LABEL_MAP_FILE).write_text("\n".join(["dataset\tlabel\tentry_id", *rows]) + "\n")
+        table = "\n".join(["dataset\tlabel\tentry_id", *rows]) + "\n"
+        write_text_atomic(folder / LABEL_MAP_FILE, table)
         for level in LEVELS:
             np.save(folder / f"embeddings_{level}.npy", self._vectors[level])
             self._indexes[level].save(folder / f"index_{level}.faiss")
         manifest = {"version": SAVE_VERSION, "encoder": self.encoder_name, "dim": self.dim,
                     "levels": {level: self._rows[level] for level in LEVELS},
                     "index_config": asdict(self.index_config)}
-        (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        write_text_atomic(folder / MANIFEST_FILE, json.dumps(manifest, indent=1))
         return folder
 
     @classmethod

@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from geostrata.atomic import write_atomic, write_text_atomic
 from geostrata.errors import KnowledgeBaseError
 
 ProgressFn = Callable[[int, int], None]  # (texts done, texts total)
@@ -289,12 +290,10 @@ class EmbeddingCache:
         """Write atomically (temp file + rename) so a crash never leaves half a cache file."""
         self.folder.mkdir(parents=True, exist_ok=True)
         key = self.key(encoder_name, texts)
-        tmp = self.folder / f"{key}.tmp.npy"
-        np.save(tmp, vectors.astype(np.float32))
-        tmp.replace(self.folder / f"{key}.npy")
+        write_atomic(self.folder / f"{key}.npy", lambda f: np.save(f, vectors.astype(np.float32)))
         meta = {"encoder": encoder_name, "n": len(texts), "dim": int(vectors.shape[1]),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        (self.folder / f"{key}.json").write_text(json.dumps(meta), encoding="utf-8")
+        write_text_atomic(self.folder / f"{key}.json", json.dumps(meta))
 
 
 def embed_texts(encoder: TextEncoder, texts: Sequence[str], cache: EmbeddingCache | None,

@@ -8,13 +8,13 @@ is what the Semantic Augmentation Module relies on when a question describes ins
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from geostrata.errors import KnowledgeBaseError
 from geostrata.knowledge.base import KnowledgeBase, default_dir
+from geostrata.textio import read_jsonl
 
 PARAPHRASE_FILE = "paraphrases.jsonl"
 # Data sets whose scene / object classes must have paraphrases (see docs/knowledge.md).
@@ -37,15 +37,13 @@ def load_paraphrases(path: str | Path | None = None) -> dict[str, list[str]]:
     """{entry id: [description, ...]} from a JSONL file of {"id": ..., "texts": [...]}."""
     path = Path(path) if path is not None else default_dir() / PARAPHRASE_FILE
     table: dict[str, list[str]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise KnowledgeBaseError(f"{path}:{number}: invalid JSON ({error.msg})") from error
-        if not isinstance(row.get("id"), str) or not isinstance(row.get("texts"), list):
-            raise KnowledgeBaseError(f"{path}:{number}: need fields 'id' (str) and 'texts' (list)")
+    for where, row in read_jsonl(path, KnowledgeBaseError):
+        if (
+            not isinstance(row, dict)
+            or not isinstance(row.get("id"), str)
+            or not isinstance(row.get("texts"), list)
+        ):
+            raise KnowledgeBaseError(f"{where}: need fields 'id' (str) and 'texts' (list)")
         table[row["id"]] = [str(text) for text in row["texts"]]
     return table
 

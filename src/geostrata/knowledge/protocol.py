@@ -11,7 +11,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-LEVELS: tuple[str, ...] = ("scene", "region", "object", "attribute")
+from geostrata.levels import ENTRY_LEVELS
+
+LEVELS = ENTRY_LEVELS
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from geostrata.atomic import write_text_atomic
 from geostrata.errors import KnowledgeBaseError
-from geostrata.textio import read_utf8
+from geostrata.textio import read_jsonl, read_utf8
 
 ENTRY_SUFFIXES: tuple[str, ...] = (".jsonl", ".yaml", ".yml")
 # Files in a knowledge folder that are not entries (evaluation material shipped next to them).
@@ -106,16 +107,8 @@ def _entry_from_record(record: _Record) -> Entry:
 
 
 def _read_jsonl(path: Path) -> list[_Record]:
-    records = []
-    # split("\n"), not splitlines(): U+2028 and friends may sit raw inside a JSON string.
-    for number, line in enumerate(read_utf8(path, KnowledgeBaseError).split("\n"), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            records.append(_Record(json.loads(line), f"{path}:{number}"))
-        except json.JSONDecodeError as error:
-            raise KnowledgeBaseError(f"{path}:{number}: invalid JSON ({error.msg})") from error
-    return records
+    rows = read_jsonl(path, KnowledgeBaseError, comments=True)
+    return [_Record(value, where) for where, value in rows]
 
 
 def _read_yaml(path: Path) -> list[_Record]:
@@ -194,7 +187,7 @@ def check_entries(located: Sequence[tuple[Entry, str]], known_ids: Iterable[str]
 def write_entries(entries: Iterable[Entry], path: str | Path) -> None:
     """Write entries as JSONL (one entry per line), the format `read_entry_file` reads."""
     lines = [json.dumps(entry.to_dict(), ensure_ascii=False) for entry in entries]
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 LABEL_MAP_HEADER = ("dataset", "label", "entry_id")

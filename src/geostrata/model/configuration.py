@@ -17,8 +17,9 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from geostrata.errors import ConfigError
+from geostrata.levels import VISUAL_LEVELS
 
-LEVEL_ORDER: tuple[str, ...] = ("scene", "region", "object")  # coarse to fine
+LEVEL_ORDER = VISUAL_LEVELS  # coarse to fine
 BASELINES: tuple[str, ...] = ("none", "llava")
 TOWERS: tuple[str, ...] = ("hf", "effnet_lite0")
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from geostrata.atomic import write_text_atomic
 from geostrata.errors import CheckpointError, ImageError, InputError
 
 PROMPT_TEMPLATE = "USER: <image> {question} ASSISTANT:"
@@ -137,7 +138,7 @@ class GeoStrataProcessor:
             "std": self.std.ravel().tolist(),
             "prompt_template": self.prompt_template,
         }
-        (directory / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
+        write_text_atomic(directory / CONFIG_NAME, json.dumps(cfg, indent=2))
 
     @classmethod
     def from_pretrained(

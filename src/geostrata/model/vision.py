@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geostrata.levels import VISUAL_LEVELS
 from geostrata.model.configuration import VisionLevelsConfig
 from geostrata.model.effnet import PYRAMID_CHANNELS, EfficientNetLite0, load_packaged_weights
 
@@ -129,7 +130,7 @@ class MultiLevelVisionEncoder(nn.Module):
         else:
             self.tower = self._build_hf_tower(config)
             width = config.vision_config["hidden_size"]
-            self.feature_dims = {lv: width for lv in ("scene", "region", "object")}
+            self.feature_dims = {lv: width for lv in VISUAL_LEVELS}
             self.last_dim = width
         if config.freeze:
             self.tower.requires_grad_(False)

@@ -1,5 +1,6 @@
 """Training: one explicit loop on HF Accelerate with atomic checkpoints and exact resume."""
 
+from geostrata.session.train_config import TrainConfig
 from geostrata.train.checkpoint import (
     Checkpoint,
     WeightsLoadResult,
@@ -10,7 +11,6 @@ from geostrata.train.checkpoint import (
     load_torch_state,
     save_checkpoint,
 )
-from geostrata.train.config import TrainConfig
 from geostrata.train.loop import StepInfo, TrainResult, train
 from geostrata.train.sampling import SeededSampleStream, StreamBatches, StreamPosition
 

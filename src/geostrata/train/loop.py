@@ -54,7 +54,9 @@ from accelerate.utils import (
 )
 from torch.utils.data import default_collate
 
+from geostrata.atomic import remove_dead_temp_dirs
 from geostrata.errors import CheckpointError, ConfigError
+from geostrata.session.train_config import TrainConfig
 from geostrata.train.checkpoint import (
     Checkpoint,
     begin_staging,
@@ -64,11 +66,9 @@ from geostrata.train.checkpoint import (
     load_checkpoint,
     load_safetensors_weights,
     read_safetensors,
-    remove_dead_temp_dirs,
     restore_rng_state,
     save_checkpoint,
 )
-from geostrata.train.config import TrainConfig
 from geostrata.train.sampling import SeededSampleStream, StreamBatches, StreamPosition, is_stream
 from geostrata.train.sharded import (
     fill_deepspeed_config,

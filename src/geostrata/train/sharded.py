@@ -15,8 +15,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
+from geostrata.device import is_main_process
 from geostrata.errors import CheckpointError
-from geostrata.train.config import TrainConfig
+from geostrata.session.train_config import TrainConfig
 
 
 def fsdp_sharded(accelerator: Accelerator, model: torch.nn.Module) -> bool:
@@ -106,7 +107,7 @@ def gather_full_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     (its own ``state_dict()`` is whole). Collective: every process must call it."""
     from torch.distributed.fsdp import FSDPModule
 
-    main = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    main = is_main_process()
     if isinstance(model, FSDPModule):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 

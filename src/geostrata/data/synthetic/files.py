@@ -12,6 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from geostrata.atomic import write_text_atomic
 from geostrata.data.synthetic.questions import Question
 from geostrata.errors import AnnotationError, DatasetNotFoundError
 from geostrata.textio import read_utf8
@@ -32,9 +33,7 @@ class ImageRecord:
 
 def write_json(path: Path, obj: object, indent: int | None = None) -> None:
     """Write JSON atomically (temp file + rename), so a crash never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=indent))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=indent))
 
 
 def link_scene(root: Path, scene: str, image_id: int) -> str:
@@ -54,9 +53,9 @@ def link_scene(root: Path, scene: str, image_id: int) -> str:
 def write_split(root: Path, split: str, records: list[ImageRecord], first_qid: int) -> int:
     """Write one split in every format; question ids continue from first_qid. Returns next id."""
     rels = [link_scene(root, r.annotation["scene"], r.annotation["id"]) for r in records]
-    (root / "splits" / f"{split}.txt").write_text("".join(f"{rel}\n" for rel in rels))
+    write_text_atomic(root / "splits" / f"{split}.txt", "".join(f"{rel}\n" for rel in rels))
     lines = [json.dumps(r.annotation, ensure_ascii=False) for r in records]
-    (root / "annotations" / f"{split}.jsonl").write_text("".join(f"{ln}\n" for ln in lines))
+    write_text_atomic(root / "annotations" / f"{split}.jsonl", "".join(f"{ln}\n" for ln in lines))
     images, questions, answers, instruct = [], [], [], []
     qid = first_qid
     for r in records:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from geostrata.data.targets import Truth
-from geostrata.train.experiment import DataConfig
+from geostrata.session.experiment import DataConfig
 
 SCENE_QUESTION = "What type of scene is this?"
 CAPTION_QUESTION = "Describe this image in one sentence."

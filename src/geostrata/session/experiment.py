@@ -14,9 +14,10 @@ from typing import Any
 
 import yaml
 
+from geostrata.atomic import write_text_atomic
 from geostrata.errors import ConfigError
+from geostrata.session.train_config import TrainConfig
 from geostrata.textio import read_yaml_mapping
-from geostrata.train.config import TrainConfig
 
 DATA_KINDS = ("synthetic", "rsvqa", "folder", "instruct", "geochat_bench")
 
@@ -146,8 +147,7 @@ class ExperimentConfig:
 
     def save(self, path: str | Path) -> None:
         """Write the resolved config as YAML."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

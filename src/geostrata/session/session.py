@@ -1,0 +1,260 @@
+"""A session: everything a run or a trained model holds, built where training, inference and
+evaluation all use it.
+
+`prepare` builds data, knowledge base, processor and model from an ExperimentConfig (a new run);
+`load_model` opens a saved model folder (weights, processor, experiment.yaml) and `open_session`
+adds the data for evaluating it; `save_session` writes the folder those two read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from geostrata.atomic import staged_dir
+from geostrata.data.targets import AlignTargetBuilder
+from geostrata.device import compute_device, is_main_process
+from geostrata.errors import CheckpointError
+from geostrata.session.batching import FeatureCache, ImageStore, VQACollator
+from geostrata.session.experiment import DataConfig, ExperimentConfig
+from geostrata.session.samples import TaskData, load_task
+from geostrata.weights import verify_safetensors
+
+MODEL_DIR = "model"
+PROCESSOR_DIR = "processor"
+CONFIG_FILE = "experiment.yaml"
+
+
+@dataclass
+class Session:
+    """Everything a run holds: the experiment, its data, knowledge base, processor and model."""
+
+    cfg: ExperimentConfig
+    task: TaskData
+    knowledge: Any  # KnowledgeBase
+    processor: Any  # GeoStrataProcessor
+    model: Any  # GeoStrataForConditionalGeneration
+    images: ImageStore
+    features: FeatureCache | None
+    targets: AlignTargetBuilder | None
+
+    def collator(self, with_answers: bool) -> VQACollator:
+        targets = self.targets if with_answers else None
+        return VQACollator(
+            self.processor, self.images, self.features, targets, self.task.truths, with_answers
+        )
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # GeoStrataForConditionalGeneration, eval mode
+    processor: Any  # GeoStrataProcessor
+    knowledge: Any  # KnowledgeBase
+    cfg: Any  # ExperimentConfig the model was trained with
+    path: Path
+
+
+def load_model(
+    path: str | Path, knowledge: Any = None, device: str | None = None, dtype: str | None = None
+) -> LoadedModel:
+    """Load a saved GeoStrata model folder (weights are safetensors only) and its knowledge base.
+
+    ``device``: None or "auto" takes this process's GPU when there is one, else the CPU.
+    ``dtype``: the whole model's dtype; None keeps float32 on the CPU and uses the config's
+    ``torch_dtype`` (the LLM's training dtype, bfloat16 for the real presets) on a GPU.
+    """
+    from geostrata.device import resolve_device, resolve_dtype
+    from geostrata.model import GeoStrataForConditionalGeneration, GeoStrataProcessor
+
+    path = Path(path)
+    weights = sorted(path.glob("model*.safetensors"))
+    if not weights:
+        raise CheckpointError(
+            f"{path} holds no model.safetensors: not a saved GeoStrata model folder"
+        )
+    for file in weights:  # refuse a renamed pickle or a cut file before anything parses it
+        verify_safetensors(file)
+    if not (path / CONFIG_FILE).is_file():
+        raise CheckpointError(
+            f"{path} has weights but no {CONFIG_FILE}: an incomplete model folder"
+        )
+    cfg = ExperimentConfig.from_yaml(path / CONFIG_FILE)
+    target = resolve_device(device)
+    knowledge = knowledge if knowledge is not None else load_knowledge(cfg.knowledge)
+    processor = GeoStrataProcessor.from_pretrained(path, question_encoder=knowledge.encode_text)
+    model = GeoStrataForConditionalGeneration.from_pretrained(path, use_safetensors=True)
+    default_dtype = "float32" if target.type == "cpu" else model.config.torch_dtype
+    model.to(device=target, dtype=resolve_dtype(dtype, default_dtype))
+    model.attach_knowledge(knowledge)  # after the move: cue buffers go where the model is
+    return LoadedModel(model.eval(), processor, knowledge, cfg, path)
+
+
+def load_knowledge(source: str) -> Any:
+    """The knowledge base named in a config ("default" or a path), with the default encoder."""
+    from geostrata.knowledge import KnowledgeBase
+
+    return KnowledgeBase.load(source)
+
+
+def build_processor(cfg: ExperimentConfig, task: TaskData, knowledge: Any, model_cfg: Any) -> Any:
+    """Tokenizer (the pretrained LLM's own, or one trained locally on the run's text) + images."""
+    from geostrata.model import GeoStrataProcessor, train_tokenizer
+
+    if model_cfg.text_name_or_path:
+        tokenizer = pretrained_tokenizer(model_cfg)
+    else:
+        corpus = task.corpus() + [e.name for e in knowledge.entries]
+        tokenizer = train_tokenizer(corpus, vocab_size=cfg.tokenizer_vocab)
+    return GeoStrataProcessor(
+        tokenizer,
+        image_size=model_cfg.image_size,
+        num_image_tokens=model_cfg.num_image_tokens,
+        mean=model_cfg.image_mean,
+        std=model_cfg.image_std,
+        question_encoder=knowledge.encode_text,
+    )
+
+
+def pretrained_tokenizer(model_cfg: Any) -> Any:
+    """The real LLM's tokenizer from a local folder or the local HF cache, with `<image>` added."""
+    from transformers import AutoTokenizer
+
+    from geostrata.errors import ConfigError
+    from geostrata.model.vision import _local_path
+
+    for name in (model_cfg.text_name_or_path, model_cfg.vision_name_or_path):
+        if name and _local_path(name) is None:
+            raise ConfigError(
+                f"pretrained weights {name!r} are not on this machine (nothing is downloaded): "
+                "fetch them where a hub is reachable and set model.text_name_or_path / "
+                "model.vision_name_or_path to the local folders"
+            )
+    tokenizer = AutoTokenizer.from_pretrained(_local_path(model_cfg.text_name_or_path))
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    if image_id != model_cfg.image_token_id:
+        raise ConfigError(
+            f"the tokenizer gives <image> id {image_id}, the config expects "
+            f"image_token_id={model_cfg.image_token_id}"
+        )
+    return tokenizer
+
+
+def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
+    """Build data, knowledge base, processor and model (and cache frozen-tower features)."""
+    from geostrata.model import (
+        GeoStrataConfig,
+        GeoStrataForConditionalGeneration,
+        GeoStrataProcessor,
+    )
+
+    task = load_task(cfg.data)
+    knowledge = load_knowledge(cfg.knowledge)
+    out = Path(cfg.output_dir)
+    # The cue vectors' width comes from the knowledge base's encoder unless the config says.
+    model_kwargs = {"knowledge_dim": knowledge.dim, **cfg.model}
+    model_cfg = GeoStrataConfig.from_preset(cfg.preset, **model_kwargs)
+    if (out / PROCESSOR_DIR).is_dir():  # a resumed run keeps its tokenizer
+        processor = GeoStrataProcessor.from_pretrained(
+            out / PROCESSOR_DIR, question_encoder=knowledge.encode_text
+        )
+    else:
+        processor = build_processor(cfg, task, knowledge, model_cfg)  # deterministic on every rank
+        if is_main_process():
+            processor.save_pretrained(out / PROCESSOR_DIR)
+    if not model_cfg.text_name_or_path:  # a locally trained tokenizer sets the vocabulary
+        model_cfg = GeoStrataConfig.from_preset(
+            cfg.preset, vocab_size=len(processor.tokenizer), **model_kwargs
+        )
+    torch.manual_seed(cfg.seed)
+    model = GeoStrataForConditionalGeneration(model_cfg)
+    model.attach_knowledge(knowledge)
+    images, features = _caches(cfg, model, processor, task, show_progress)
+    targets = AlignTargetBuilder(knowledge, task.dataset, task.labels) if task.labels else None
+    return Session(cfg, task, knowledge, processor, model, images, features, targets)
+
+
+def _caches(
+    cfg: ExperimentConfig, model: Any, processor: Any, task: TaskData, show_progress: bool
+) -> tuple[ImageStore, FeatureCache | None]:
+    """The decoded-image store and (frozen tower, within budget) the tower-feature cache."""
+    images = ImageStore(model.config.image_size, int(cfg.image_cache_gib * 2**30))
+    features = _feature_cache(model, processor, images, task, show_progress, cfg.feature_cache_gib)
+    return images, features
+
+
+def _feature_cache(
+    model: Any,
+    processor: Any,
+    images: ImageStore,
+    task: TaskData,
+    show_progress: bool,
+    budget_gib: float,
+) -> FeatureCache | None:
+    """Cache tower features when the tower cannot change (no trainable vision parameter) and
+    all of them fit ``budget_gib``; else the tower runs in every step (None)."""
+    if any(p.requires_grad for p in model.vision.parameters()):
+        return None
+    paths = sorted({r["image_path"] for r in task.train + task.eval})
+    if budget_gib <= 0 or not paths:
+        return None
+    cache = FeatureCache(model, processor, images, device=compute_device())
+    cache.add(paths[:1], show_progress=False)  # measures one image's features
+    need = cache.bytes_per_image * len(paths) / 2**30
+    if need > budget_gib:
+        if is_main_process():
+            print(
+                f"not caching tower features: {len(paths):,} images x "
+                f"{cache.bytes_per_image / 2**20:.2f} MiB = {need:.1f} GiB > feature_cache_gib="
+                f"{budget_gib:g}; the frozen tower runs in every step instead"
+            )
+        return None
+    cache.add(paths, show_progress=show_progress)
+    return cache
+
+
+def save_session(session: Session, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write model (safetensors), processor and the experiment config into output_dir/model.
+
+    ``state_dict``: the full weights when the model itself holds only a shard (FSDP / ZeRO-3,
+    see `gather_full_state`). Staged and renamed into place: a crash mid-save must not leave
+    weights without their experiment.yaml, which load_model would pair with default settings.
+    """
+    path = Path(session.cfg.output_dir) / MODEL_DIR
+    try:
+        with staged_dir(path) as tmp:
+            session.model.save_pretrained(tmp, state_dict=state_dict)
+            session.processor.save_pretrained(tmp)
+            session.cfg.save(tmp / CONFIG_FILE)
+    except OSError as exc:
+        raise CheckpointError(f"could not write the model folder {path}: {exc}") from exc
+    return path
+
+
+def open_session(
+    model_dir: str | Path,
+    data_overrides: dict[str, str] | None = None,
+    show_progress: bool = True,
+    device: str | None = None,
+) -> Session:
+    """A Session around a saved model for evaluation (data: the training data unless overridden;
+    device: this process's GPU when there is one, see `load_model`)."""
+    loaded = load_model(model_dir, device=device)
+    cfg = loaded.cfg
+    if data_overrides:
+        cfg.data = DataConfig(**{**dataclasses.asdict(cfg.data), **data_overrides})
+    task = load_task(cfg.data)
+    eval_only = dataclasses.replace(task, train=[])
+    images, features = _caches(cfg, loaded.model, loaded.processor, eval_only, show_progress)
+    targets = (
+        AlignTargetBuilder(loaded.knowledge, task.dataset, task.labels) if task.labels else None
+    )
+    return Session(
+        cfg, task, loaded.knowledge, loaded.processor, loaded.model, images, features, targets
+    )
