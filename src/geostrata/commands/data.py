@@ -17,17 +17,28 @@ def synth(
     size: int = typer.Option(96, "--size", help="Image side in pixels."),
     seed: int = typer.Option(0, "--seed", help="Seed: same seed, same bytes."),
     workers: int = typer.Option(1, "--workers", help="Processes rendering images."),
+    holdout: str = typer.Option(
+        "",
+        "--holdout",
+        help="Classes kept out of training: K/F (fold K of F, seeded by --seed; every class is "
+        "held out in one fold) or 'scene:airport,harbor;object:ship'.",
+    ),
 ) -> None:
     """Generate the procedural synthetic RS benchmark (images, annotations, RSVQA, instruct)."""
-    from geostrata.data.synthetic import synthesize
+    from geostrata.data.synthetic import Holdout, synthesize
     from geostrata.errors import GeoStrataError
 
     try:
-        root = synthesize(out, n_train, n_test, size, seed, workers=workers, progress=True)
+        held = Holdout.parse(holdout, seed)
+        root = synthesize(
+            out, n_train, n_test, size, seed, workers=workers, progress=True, holdout=held
+        )
     except GeoStrataError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
     typer.echo(f"wrote {n_train + n_test} images to {root}")
+    if held.scenes or held.objects:
+        typer.echo(f"held out of training: scenes {held.scenes}, objects {held.objects}")
 
 
 @app.command()

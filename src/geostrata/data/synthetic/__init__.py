@@ -6,6 +6,7 @@ scene, region and object levels, with RSVQA-style questions and LLaVA-style conv
 """
 
 from geostrata.data.synthetic.files import load_annotations, load_meta
+from geostrata.data.synthetic.holdout import Holdout
 from geostrata.data.synthetic.writer import SynthConfig, synthesize
 
-__all__ = ["SynthConfig", "load_annotations", "load_meta", "synthesize"]
+__all__ = ["Holdout", "SynthConfig", "load_annotations", "load_meta", "synthesize"]

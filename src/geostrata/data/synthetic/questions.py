@@ -83,9 +83,12 @@ def part_cover(grid: list[list[str]], part: str) -> str | None:
     return votes[0][0]
 
 
-def _presence(rng: np.random.Generator, counts: dict[str, int], bal: AnswerBalancer) -> Question:
-    present = [k for k in OBJECT_CLASSES if counts[k] > 0]
-    absent = [k for k in OBJECT_CLASSES if counts[k] == 0]
+def _presence(
+    rng: np.random.Generator, counts: dict[str, int], bal: AnswerBalancer, hidden: frozenset[str]
+) -> Question:
+    names = [k for k in OBJECT_CLASSES if k not in hidden]
+    present = [k for k in names if counts[k] > 0]
+    absent = [k for k in names if counts[k] == 0]
     yes = bool(present) and (bal.want_yes("presence") or not absent)
     name = str(bal.pick(rng, "presence", present if yes else absent, yes))
     if rng.random() < 0.5:
@@ -97,9 +100,12 @@ def _presence(rng: np.random.Generator, counts: dict[str, int], bal: AnswerBalan
     return Question("presence", text, answer)
 
 
-def _comp(rng: np.random.Generator, counts: dict[str, int], bal: AnswerBalancer) -> Question:
+def _comp(
+    rng: np.random.Generator, counts: dict[str, int], bal: AnswerBalancer, hidden: frozenset[str]
+) -> Question:
     """An ordered pair "more A than B?" with A != B; yes iff count A > count B."""
-    pairs = [(a, b) for a in COUNTABLE for b in COUNTABLE if a != b]
+    names = [k for k in COUNTABLE if k not in hidden]
+    pairs = [(a, b) for a in names for b in names if a != b]
     yes_pairs = [(a, b) for a, b in pairs if counts[a] > counts[b]]
     # "No" pairs with something present, so the question is not about two absent things.
     no_pairs = [(a, b) for a, b in pairs if counts[a] <= counts[b] and counts[b] > 0]
@@ -111,8 +117,11 @@ def _comp(rng: np.random.Generator, counts: dict[str, int], bal: AnswerBalancer)
     return Question("comp", f"Are there more {plural(a)} than {plural(b)}?", answer)
 
 
-def _count(rng: np.random.Generator, counts: dict[str, int], bal: AnswerBalancer) -> Question:
-    name, answer = bal.fewest(rng, "count", [(k, count_answer(counts[k])) for k in COUNTABLE])
+def _count(
+    rng: np.random.Generator, counts: dict[str, int], bal: AnswerBalancer, hidden: frozenset[str]
+) -> Question:
+    options = [(k, count_answer(counts[k])) for k in COUNTABLE if k not in hidden]
+    name, answer = bal.fewest(rng, "count", options)
     if rng.random() < 0.5:
         text = f"How many {plural(name)} are there?"
     else:
@@ -155,9 +164,14 @@ def _rural_urban(
 
 
 def make_questions(
-    rng: np.random.Generator, annotation: dict, balancer: AnswerBalancer
+    rng: np.random.Generator,
+    annotation: dict,
+    balancer: AnswerBalancer,
+    hidden: frozenset[str] = frozenset(),
 ) -> list[Question]:
-    """Six or seven questions for one image: one of each type, rural_urban when it balances."""
+    """Six or seven questions for one image: one of each type, rural_urban when it balances.
+
+    ``hidden``: object classes no question may name (held out of the training split)."""
     counts = object_counts(annotation["objects"])
     if rng.random() < 0.5:
         scene_text = "What type of scene is this?"
@@ -165,9 +179,9 @@ def make_questions(
         scene_text = "What kind of area does this image show?"
     out = [
         Question("scene", scene_text, spaced(annotation["scene"])),
-        _presence(rng, counts, balancer),
-        _count(rng, counts, balancer),
-        _comp(rng, counts, balancer),
+        _presence(rng, counts, balancer, hidden),
+        _count(rng, counts, balancer, hidden),
+        _comp(rng, counts, balancer, hidden),
         _area(rng, annotation["regions"]["fractions"], balancer),
         _land_cover(rng, annotation["regions"], balancer),
     ]

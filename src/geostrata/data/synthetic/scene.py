@@ -20,8 +20,6 @@ from geostrata.data.synthetic.recipes import Recipe, recipes
 from geostrata.data.synthetic.render import apply_look, background, draw_look
 from geostrata.data.synthetic.vocab import SCENE_CLASSES
 
-BLOCK = len(SCENE_CLASSES)
-
 
 @dataclass(frozen=True)
 class ImageSpec:
@@ -33,6 +31,7 @@ class ImageSpec:
     scene: str
     size: int
     grid: int
+    hidden_objects: tuple[str, ...] = ()  # object classes never drawn (held out of training)
 
 
 @dataclass(frozen=True)
@@ -46,24 +45,36 @@ class GeneratedImage:
 
 
 def plan_split(
-    seed: int, split: str, first_id: int, n: int, size: int, grid: int
+    seed: int,
+    split: str,
+    first_id: int,
+    n: int,
+    size: int,
+    grid: int,
+    classes: tuple[str, ...] = SCENE_CLASSES,
+    hidden_objects: tuple[str, ...] = (),
 ) -> list[ImageSpec]:
-    """Specs of a split's n images, ids first_id.. ; classes within +-1 of uniform."""
-    specs = []
-    for block in range(math.ceil(n / BLOCK)):
+    """Specs of a split's n images, ids first_id.. ; `classes` within +-1 of uniform."""
+    specs, block_size = [], len(classes)
+    for block in range(math.ceil(n / block_size)):
         rng = np.random.default_rng([seed, zlib.crc32(split.encode()), block])
-        scenes = rng.permutation(BLOCK)
-        for k in range(min(BLOCK, n - block * BLOCK)):
-            image_id = first_id + block * BLOCK + k
-            scene = SCENE_CLASSES[scenes[k]]
-            specs.append(ImageSpec(seed, image_id, split, scene, size, grid))
+        scenes = rng.permutation(block_size)
+        for k in range(min(block_size, n - block * block_size)):
+            image_id = first_id + block * block_size + k
+            scene = classes[scenes[k]]
+            specs.append(ImageSpec(seed, image_id, split, scene, size, grid, hidden_objects))
     return specs
 
 
-def _object_counts(rng: np.random.Generator, recipe: Recipe) -> dict[str, int]:
+def _object_counts(
+    rng: np.random.Generator, recipe: Recipe, hidden: tuple[str, ...]
+) -> dict[str, int]:
+    """Objects to draw per class; hidden classes get 0 after their draws, so the random stream
+    (and every other object) is the same as without them."""
     counts = {}
     for name, spec in recipe.objects.items():
-        counts[name] = int(rng.integers(spec.lo, spec.hi + 1)) if rng.random() < spec.p else 0
+        n = int(rng.integers(spec.lo, spec.hi + 1)) if rng.random() < spec.p else 0
+        counts[name] = 0 if name in hidden else n
     return counts
 
 
@@ -73,7 +84,7 @@ def _extent(recipe: Recipe, name: str) -> tuple[float, float]:
 
 
 def _draw(
-    rng: np.random.Generator, recipe: Recipe, layout: Layout, size: int
+    rng: np.random.Generator, recipe: Recipe, layout: Layout, size: int, hidden: tuple[str, ...]
 ) -> tuple[Canvas, np.ndarray]:
     """Linear features, background, objects; returns (canvas, background float image)."""
     gsd = float(rng.uniform(0.8, 1.25))  # > 1: coarser ground sampling, smaller things
@@ -85,7 +96,7 @@ def _draw(
         angle=float(rng.choice([0.0, math.pi / 2]) + rng.normal(0.0, 0.25)),
         scale=size / 96 / gsd,
     )
-    counts = _object_counts(rng, recipe)
+    counts = _object_counts(rng, recipe, hidden)
     linear = []
     for name in ("runway", "road"):
         if counts.get(name, 0):
@@ -105,7 +116,7 @@ def generate_image(spec: ImageSpec) -> GeneratedImage:
     rng = np.random.default_rng([spec.seed, spec.image_id])
     recipe = recipes()[spec.scene]
     layout = make_layout(rng, recipe.layout, spec.size)
-    canvas, base = _draw(rng, recipe, layout, spec.size)
+    canvas, base = _draw(rng, recipe, layout, spec.size, spec.hidden_objects)
     look = draw_look(rng, spec.size)
     annotation = {
         "id": spec.image_id,

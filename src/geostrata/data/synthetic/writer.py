@@ -6,7 +6,7 @@ writes the per-split files in id order, so the output is byte-identical for any 
 
 import multiprocessing
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from geostrata.data.synthetic.files import (
     write_json,
     write_split,
 )
+from geostrata.data.synthetic.holdout import Holdout
 from geostrata.data.synthetic.questions import AnswerBalancer, make_questions
 from geostrata.data.synthetic.scene import ImageSpec, generate_image, plan_split
 from geostrata.data.synthetic.vocab import (
@@ -47,6 +48,7 @@ class SynthConfig:
     seed: int = 0
     grid: int = 4
     workers: int = 1
+    holdout: Holdout = field(default_factory=Holdout)
 
     def __post_init__(self) -> None:
         if self.n_train < 0 or self.n_test < 0 or self.n_train + self.n_test == 0:
@@ -102,13 +104,16 @@ def _render_all(root: Path, specs: list[ImageSpec], workers: int, progress: bool
     return annotations
 
 
-def ask(seed: int, annotations: list[dict]) -> list[ImageRecord]:
-    """Questions for one split, image by image in id order through one balancer."""
+def ask(
+    seed: int, annotations: list[dict], hidden: frozenset[str] = frozenset()
+) -> list[ImageRecord]:
+    """Questions for one split, image by image in id order through one balancer (``hidden``:
+    object classes no question names)."""
     balancer = AnswerBalancer()
     records = []
     for ann in annotations:
         rng = np.random.default_rng([seed, ann["id"], 1])  # independent of the render stream
-        records.append(ImageRecord(ann, make_questions(rng, ann, balancer)))
+        records.append(ImageRecord(ann, make_questions(rng, ann, balancer, hidden)))
     return records
 
 
@@ -127,6 +132,7 @@ def meta(cfg: SynthConfig) -> dict:
         "question_levels": dict(QUESTION_LEVELS),
         "answer_vocab": answer_vocab(),
         "grid": cfg.grid,
+        "holdout": cfg.holdout.to_dict(),
         "notes": {
             "count": "exact digits 0..10, else 'more than 10'; binned variant: "
             + ", ".join(COUNT_BINS),
@@ -147,22 +153,27 @@ def synthesize(
     grid: int = 4,
     workers: int = 1,
     progress: bool = False,
+    holdout: Holdout | None = None,
 ) -> Path:
     """Generate the synthetic RS benchmark into out_dir (see files.py for the layout).
 
     Image ids run 0..n_train-1 for train, then n_train.. for test; same arguments give the same
-    bytes whatever `workers` is.
+    bytes whatever `workers` is. ``holdout``: classes kept out of the training split (holdout.py).
     """
-    cfg = SynthConfig(n_train, n_test, size, seed, grid, workers)
+    holdout = holdout or Holdout()
+    cfg = SynthConfig(n_train, n_test, size, seed, grid, workers, holdout)
     root = Path(out_dir)
     _prepare(root)
     specs = {
-        "train": plan_split(seed, "train", 0, n_train, size, grid),
+        "train": plan_split(
+            seed, "train", 0, n_train, size, grid, holdout.seen_scenes, holdout.objects
+        ),
         "test": plan_split(seed, "test", n_train, n_test, size, grid),
     }
     annotations = _render_all(root, specs["train"] + specs["test"], workers, progress)
     qid = 0
+    hidden = {"train": frozenset(holdout.objects), "test": frozenset()}
     for split, part in (("train", annotations[:n_train]), ("test", annotations[n_train:])):
-        qid = write_split(root, split, ask(seed, part), qid)
+        qid = write_split(root, split, ask(seed, part, hidden[split]), qid)
     write_json(root / "meta.json", meta(cfg), indent=2)
     return root
