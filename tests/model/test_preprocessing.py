@@ -32,12 +32,13 @@ def _ramp16(height: int, width: int, bands: int) -> np.ndarray:
 def _files(folder: Path) -> dict[str, Path]:
     """One file per kind the band policy and the letterbox must handle."""
     grey = rgb_array(1, 40, 20)[:, :, 0]
+    s2 = _ramp16(26, 40, 13).transpose(2, 0, 1)  # (13, H, W) Sentinel-2 stack
     return {
         "wide_rgb_png": write_image(folder / "wide.png", rgb_array(0, 24, 48)),
         "tall_grey_png": write_image(folder / "grey.png", grey),
         "rgb16_png": write_png16(folder / "rgb16.png", _ramp16(20, 36, 3)),
         "grey16_tiff": _tiff(folder / "grey16.tif", _ramp16(30, 18, 1)[:, :, 0]),
-        "sentinel2_tiff": _tiff(folder / "s2.tif", _ramp16(26, 40, 13).transpose(2, 0, 1), planar=True),
+        "sentinel2_tiff": _tiff(folder / "s2.tif", s2, planar=True),
         "rgbn_tiff": _tiff(folder / "rgbn.tif", rgb_array(2, 36, 28)[:, :, [0, 1, 2, 0]]),
     }
 
