@@ -116,7 +116,7 @@ class Handlers:
 
     def read(self, path: str | Path | None) -> np.ndarray:
         """Decode an uploaded file within the limits, or raise a GeoStrataError saying why."""
-        from geostrata.data.images import read_image
+        from geostrata.model.processing import load_image
 
         if not path:
             raise InputError("no image: upload one or pick a sample")
@@ -131,7 +131,7 @@ class Handlers:
             raise InputError(
                 f"{path.name}: not a supported image type (use {', '.join(IMAGE_TYPES)})"
             )
-        return read_image(path, max_pixels=self.limits.max_pixels)
+        return load_image(path, max_pixels=self.limits.max_pixels)  # the processor's decoding
 
     def preview(self, path: str | Path | None) -> ImageView:
         """Show the uploaded image as the model will see it, or say why it cannot be used."""

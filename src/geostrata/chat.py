@@ -74,11 +74,11 @@ def open_session(
     device: str | None = None,
 ) -> ChatSession:
     """Read the image first (a bad file fails fast), then load (or first train) the model."""
-    from geostrata.data.images import read_image
     from geostrata.device import resolve_device
     from geostrata.inference import load_model
+    from geostrata.model.processing import load_image
 
-    image = read_image(image_path)
+    image = load_image(image_path)  # (H, W, 3) uint8, decoded as the processor decodes
     resolve_device(device)  # a wrong device name fails before any training or loading
     loaded = load_model(ensure_checkpoint(checkpoint, console), device=device)
     return ChatSession(loaded, image, str(image_path), max_new_tokens)

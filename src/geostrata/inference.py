@@ -10,13 +10,13 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from geostrata.errors import InputError
+from geostrata.model.outputs import RetrievedCues
+from geostrata.model.processing import ImageInput
 from geostrata.session import SCENE_QUESTION, LoadedModel, load_model, scene_answer
 
 __all__ = [
@@ -58,26 +58,9 @@ def check_question(question: str) -> str:
     return question.strip()
 
 
-def _as_image(image: np.ndarray | str | Path) -> np.ndarray:
-    from geostrata.data.images import read_image
-
-    if isinstance(image, str | Path):
-        return read_image(image)
-    if (
-        not isinstance(image, np.ndarray)
-        or image.ndim != 3
-        or image.shape[2] != 3
-        or image.dtype != np.uint8
-    ):
-        raise InputError(
-            f"expected an (H, W, 3) uint8 image, got {getattr(image, 'shape', type(image))}"
-        )
-    return image
-
-
 def predict(
     loaded: LoadedModel,
-    image: np.ndarray | str | Path,
+    image: ImageInput,
     question: str,
     classes: list[str] | None = None,
     max_new_tokens: int = 16,
@@ -92,7 +75,7 @@ def predict(
 @torch.no_grad()
 def stream_predict(
     loaded: LoadedModel,
-    image: np.ndarray | str | Path,
+    image: ImageInput,
     question: str,
     classes: list[str] | None = None,
     max_new_tokens: int = 16,
@@ -103,9 +86,11 @@ def stream_predict(
     The first yield (empty answer) already carries the cues and router weights, which come out
     of the prompt's forward pass; then one yield per generated token with the answer so far;
     the last yield adds the class probabilities. Decoding is greedy with the KV cache, like
-    `model.generate`, so the final answer is the same; the image path runs once.
+    `model.generate`, so the final answer is the same. The image is decoded and letterboxed once
+    (a bad file fails before the model runs); the processor leaves that square unchanged.
     """
-    question, image = check_question(question), _as_image(image)
+    question = check_question(question)
+    image = loaded.processor.image_processor.square(image)  # (S, S, 3) uint8
     batch = _batch(loaded, image, question)
     out = loaded.model(**batch, use_cache=True)
     pred = Prediction("", _cues(loaded, out.retrieved), _router(loaded, out.router_weights))
@@ -143,20 +128,20 @@ def _greedy_text(
         next_id = out.logits[:, -1].argmax(dim=-1)  # (1,)
 
 
-def _batch(loaded: LoadedModel, image: np.ndarray, question: str) -> dict[str, torch.Tensor]:
+def _batch(loaded: LoadedModel, image: ImageInput, question: str) -> dict[str, torch.Tensor]:
+    """The model input for one image and question, through the processor like training's."""
     device = next(loaded.model.parameters()).device
     return {k: v.to(device) for k, v in loaded.processor([image], [question]).items()}
 
 
-def _cues(loaded: LoadedModel, retrieved: dict | None) -> dict[str, list[Cue]]:
-    cues: dict[str, list[Cue]] = {}
-    for level, (ids, scores) in (retrieved or {}).items():
-        cues[level] = [
-            Cue(i, loaded.knowledge.get(i).name, float(s))
-            for i, s in zip(ids[0], scores[0].tolist(), strict=True)
-            if i
-        ]
-    return cues
+def _cues(
+    loaded: LoadedModel, retrieved: dict[str, RetrievedCues] | None
+) -> dict[str, list[Cue]]:
+    """level -> the batch's first (only) row of cues, named from the knowledge base."""
+    return {
+        level: [Cue(i, loaded.knowledge.get(i).name, s) for i, s in found.row(0)]
+        for level, found in (retrieved or {}).items()
+    }
 
 
 def _router(loaded: LoadedModel, weights: torch.Tensor | None) -> dict[str, float]:
@@ -167,15 +152,14 @@ def _router(loaded: LoadedModel, weights: torch.Tensor | None) -> dict[str, floa
 
 
 def _class_probs(
-    loaded: LoadedModel, image: np.ndarray, classes: list[str] | None, top: int
+    loaded: LoadedModel, image: ImageInput, classes: list[str] | None, top: int
 ) -> list[tuple[str, float]]:
     """Closed-set scene scores for "What type of scene is this?", softmaxed over `classes`."""
     if not classes:
         return []
     scene_batch = _batch(loaded, image, SCENE_QUESTION)
-    scores = loaded.model.score_candidates(
-        scene_batch, [scene_answer(c) for c in classes], loaded.processor.tokenizer
-    )[0]
+    candidates = [loaded.processor.answer_ids(scene_answer(c)) for c in classes]
+    scores = loaded.model.score_candidates(scene_batch, candidates)[0]  # (C,)
     probs = torch.softmax(scores.float(), dim=0).tolist()
     ranked = sorted(zip(classes, probs, strict=True), key=lambda cp: -cp[1])
     return ranked[:top]

@@ -15,9 +15,7 @@ def test_stream_ends_with_predicts_answer(loaded, sample_png):
     assert steps[0].answer == "" and steps[0].cues and steps[0].router  # evidence before tokens
     assert steps[-1] == final
     # An independent path: the model's own (HF) generate and forward on the same batch.
-    from geostrata.inference import _as_image
-
-    batch = _batch(loaded, _as_image(sample_png), "Is there a ship?")
+    batch = _batch(loaded, sample_png, "Is there a ship?")
     new_ids = loaded.model.generate(**batch, max_new_tokens=6)
     text = loaded.processor.tokenizer.batch_decode(new_ids, skip_special_tokens=True)[0].strip()
     assert final.answer == text

@@ -7,13 +7,13 @@ from PIL import Image
 
 from geostrata.data.images import (
     BandPolicy,
+    as_rgb,
     check_image_files,
     missing_files,
     read_image,
     stretch_to_uint8,
-    to_square,
 )
-from geostrata.errors import ConfigError, ImageError, InputError
+from geostrata.errors import ConfigError, ImageError
 from tests.data.fixtures import rgb_array, write_image, write_png16
 
 
@@ -208,14 +208,18 @@ def test_pixel_bound(tmp_path):
         assert read_image(tmp_path / name, max_pixels=600).shape == (20, 30, 3)
 
 
-def test_to_square_crops_centre_then_resizes():
-    image = rgb_array(10, 6, 10)
-    np.testing.assert_array_equal(to_square(image, 6), image[:, 2:8])
-    assert to_square(image, 4).shape == (4, 4, 3)
-    with pytest.raises(InputError, match="size"):
-        to_square(image, 0)
-    with pytest.raises(InputError, match="uint8"):
-        to_square(image.astype(np.float32), 4)
+def test_arrays_follow_the_band_policy_of_files(tmp_path):
+    stack = _ramp16(6, 5, 4)  # 16-bit, 4 bands: stretched, the first three kept
+    tifffile.imwrite(tmp_path / "four.tif", stack, photometric="rgb", extrasamples=["unspecified"])
+    np.testing.assert_array_equal(as_rgb(stack), read_image(tmp_path / "four.tif"))
+    grey = rgb_array(7, 5, 6)[:, :, 0]  # (H, W) uint8 -> replicated
+    np.testing.assert_array_equal(as_rgb(grey), np.repeat(grey[:, :, None], 3, axis=2))
+    rgb = rgb_array(8, 4, 4)
+    np.testing.assert_array_equal(as_rgb(rgb), rgb)  # RGB uint8 passes unchanged
+    with pytest.raises(ImageError, match=r"array: 5 bands"):
+        as_rgb(np.zeros((4, 4, 5), np.uint8))
+    with pytest.raises(ImageError, match=r"expected an \(H, W\) or \(H, W, C\) array"):
+        as_rgb(np.zeros((2, 4, 4, 3), np.uint8))
 
 
 def test_check_image_files_names_every_missing_file(tmp_path):

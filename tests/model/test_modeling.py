@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from geostrata.model import GeoStrataConfig, GeoStrataForConditionalGeneration, count_parameters
+from geostrata.errors import InputError
+from geostrata.model import (
+    GeoStrataConfig,
+    GeoStrataForConditionalGeneration,
+    RetrievedCues,
+    count_parameters,
+)
 
 from .conftest import DIM, N_ENTRIES
 
@@ -25,8 +31,10 @@ def test_forward_shapes_and_losses(make_model, train_batch):
     assert out.router_weights.shape == (b, 3)
     assert torch.allclose(out.router_weights.sum(-1), torch.ones(b))
     for level in ("scene", "region", "object"):
-        ids, scores = out.retrieved[level]
-        assert len(ids) == b and len(ids[0]) == 3 and scores.shape == (b, 3)
+        found = out.retrieved[level]
+        assert isinstance(found, RetrievedCues)
+        assert len(found.ids) == b and len(found.ids[0]) == 3
+        assert found.scores.shape == found.indices.shape == (b, 3)
     cfg = model.config
     expected = (
         out.lm_loss + cfg.lambda_align * out.align_loss + cfg.lambda_balance * out.balance_loss
@@ -162,10 +170,11 @@ def test_question_embeddings_steer_router_and_retrieval(make_model, train_batch,
     assert retriever.calls[0][0] == "scene"
 
 
-def test_score_candidates_sums_candidate_log_probs(make_model, processor, images, tokenizer):
+def test_score_candidates_sums_candidate_log_probs(make_model, processor, images):
     model = make_model()
     prompts = processor(images, ["what is the scene"] * 2)
-    scores = model.score_candidates(prompts, ["forest", "harbor", "river"], tokenizer)
+    candidates = [processor.answer_ids(name) for name in ("forest", "harbor", "river")]
+    scores = model.score_candidates(prompts, candidates)
     assert scores.shape == (2, 3) and (scores < 0).all()
     # the same number from a teacher-forced forward on the right-padded training batch
     batch = processor(images[:1], ["what is the scene"], ["harbor"])
@@ -175,6 +184,12 @@ def test_score_candidates_sums_candidate_log_probs(make_model, processor, images
     keep = labels != -100
     expected = logp[keep].gather(-1, labels[keep, None]).sum()
     assert torch.allclose(scores[0, 1], expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [[], [[]], ["forest"], [[5, "x"]]])
+def test_score_candidates_wants_token_id_lists(make_model, prompt_batch, bad):
+    with pytest.raises(InputError, match="candidate|no candidates"):
+        make_model().score_candidates(prompt_batch, bad)
 
 
 def test_attach_knowledge_checks_dimension(make_config, retriever):

@@ -52,13 +52,13 @@ def test_training_batch_right_padded_labels_only_on_answers(tokenizer, train_bat
 
 def test_image_normalisation(processor):
     img = np.full((10, 10, 3), 255, dtype=np.uint8)
-    x = processor.preprocess_image(img)
-    assert x.shape == (3, 32, 32) and np.allclose(x, 1.0)  # (1 - 0.5) / 0.5
+    x = processor.image_processor([img])
+    assert x.shape == (1, 3, 32, 32) and torch.allclose(x, torch.ones_like(x))  # (1 - 0.5) / 0.5
 
 
 def test_bad_inputs(processor, images):
-    with pytest.raises(ImageError, match="uint8"):
-        processor([images[0].astype(np.float32)], ["q"])
+    with pytest.raises(ImageError, match="5 bands"):
+        processor([images[0][:, :, [0, 1, 2, 0, 1]]], ["q"])
     with pytest.raises(InputError, match="<image>"):
         processor([images[0]], ["<image> twice"])
     with pytest.raises(InputError, match="batch sizes"):

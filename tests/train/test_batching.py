@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from geostrata.model import MultiLevelFeatures
+from geostrata.model import ImageProcessor, MultiLevelFeatures
 from geostrata.session.batching import FeatureCache, ImageStore
 
 
@@ -25,7 +25,7 @@ def _write_images(folder, n: int, size: int = 20) -> list[str]:
 def test_image_store_keeps_at_most_its_budget_dropping_least_recent(tmp_path):
     paths = _write_images(tmp_path, 4)
     one = 16 * 16 * 3  # bytes of one decoded 16 px image
-    store = ImageStore(16, max_bytes=2 * one)
+    store = ImageStore(ImageProcessor(16), max_bytes=2 * one)
     first = store.get(paths[0])
     store.get(paths[1])
     assert store.get(paths[0]) is first  # a hit, and now the most recent
@@ -34,19 +34,14 @@ def test_image_store_keeps_at_most_its_budget_dropping_least_recent(tmp_path):
     assert store.get(paths[0]) is first
     again = store.get(paths[1])  # decoded again, identical pixels
     assert again is not None and again.shape == (16, 16, 3)
-    np.testing.assert_array_equal(again, ImageStore(16).get(paths[1]))
+    np.testing.assert_array_equal(again, ImageStore(ImageProcessor(16)).get(paths[1]))
 
 
 def test_image_larger_than_the_budget_is_returned_but_not_kept(tmp_path):
     (path,) = _write_images(tmp_path, 1)
-    store = ImageStore(16, max_bytes=10)
+    store = ImageStore(ImageProcessor(16), max_bytes=10)
     assert store.get(path).shape == (16, 16, 3)
     assert (len(store), store.nbytes) == (0, 0)
-
-
-class _Processor:
-    def preprocess_image(self, image: np.ndarray) -> np.ndarray:
-        return (image.transpose(2, 0, 1) / 255.0).astype(np.float32)  # (3, S, S)
 
 
 class _Model(nn.Module):
@@ -66,18 +61,14 @@ class _Model(nn.Module):
 def test_feature_cache_counts_bytes_and_returns_rows_in_order(tmp_path):
     paths = _write_images(tmp_path, 5)
     model = _Model()
-    cache = FeatureCache(model, _Processor(), ImageStore(16), device="cpu")
+    cache = FeatureCache(model, ImageStore(ImageProcessor(16)), device="cpu")
     cache.add(paths[:2], batch_size=2, show_progress=False)
     cache.add(paths, batch_size=2, show_progress=False)  # only the 3 new ones are encoded
     assert model.ran_on == ["cpu"] * 3  # batches: 2, then 2 + 1
     per_image = (1 * 4 + 4 * 4) * 4  # scene (1, 4) + object (4, 4) floats
     assert cache.nbytes == 5 * per_image and cache.bytes_per_image == per_image
     got = cache.get([paths[3], paths[0]])
-    fresh = ImageStore(16)
-    pixels = torch.from_numpy(
-        np.stack([_Processor().preprocess_image(fresh.get(p)) for p in (paths[3], paths[0])])
-    )
-    want = model.encode_images(pixels)
+    want = model.encode_images(ImageProcessor(16)([paths[3], paths[0]]))  # straight from files
     torch.testing.assert_close(got.levels["object"], want.levels["object"])
     assert next(model.vision.parameters()).device.type == "cpu"  # the tower went back home
 
@@ -86,7 +77,7 @@ def test_feature_cache_counts_bytes_and_returns_rows_in_order(tmp_path):
 def test_feature_cache_runs_the_tower_on_the_given_device(tmp_path):  # pragma: no cover
     paths = _write_images(tmp_path, 2)
     model = _Model()
-    cache = FeatureCache(model, _Processor(), ImageStore(16), device="cuda")
+    cache = FeatureCache(model, ImageStore(ImageProcessor(16)), device="cuda")
     cache.add(paths, show_progress=False)
     assert model.ran_on == ["cuda"]
     assert next(model.vision.parameters()).device.type == "cpu"

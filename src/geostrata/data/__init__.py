@@ -15,23 +15,23 @@ if TYPE_CHECKING:
     from geostrata.data.images import (
         DEFAULT_MAX_PIXELS,
         BandPolicy,
+        as_rgb,
         check_image_files,
         missing_files,
         read_image,
         stretch_to_uint8,
-        to_square,
     )
     from geostrata.data.instruct import GeoChatBenchDataset, InstructionDataset, strip_image_token
     from geostrata.data.rsvqa import DEFAULT_LEVELS, LEVELS, RSVQADataset, load_json
 
 _EXPORTS = {
     "BandPolicy": "images",
+    "as_rgb": "images",
     "DEFAULT_MAX_PIXELS": "images",
     "check_image_files": "images",
     "missing_files": "images",
     "read_image": "images",
     "stretch_to_uint8": "images",
-    "to_square": "images",
     "IMAGE_EXTENSIONS": "folder",
     "SceneFolderDataset": "folder",
     "DEFAULT_LEVELS": "rsvqa",

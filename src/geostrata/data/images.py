@@ -29,7 +29,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from geostrata.errors import ConfigError, ImageError, InputError
+from geostrata.errors import ConfigError, ImageError
 
 logger = logging.getLogger(__name__)
 
@@ -80,33 +80,23 @@ def read_image(
         bands_hwc = _read_tiff(path, max_pixels)  # (H, W, C)
     else:
         bands_hwc = _read_pillow(path, max_pixels)  # (H, W, C)
+    return as_rgb(bands_hwc, bands, path)
+
+
+def as_rgb(
+    stack: np.ndarray, bands: BandPolicy | None = None, source: str | Path = "array"
+) -> np.ndarray:
+    """An (H, W) or (H, W, C) array of any band count and sample type -> (H, W, 3) uint8, by the
+    band policy; `source` names the array in errors (the file path for `read_image`)."""
+    if not isinstance(stack, np.ndarray) or stack.ndim not in (2, 3):
+        shape = getattr(stack, "shape", type(stack).__name__)
+        raise ImageError(f"{source}: expected an (H, W) or (H, W, C) array, got {shape}")
+    bands_hwc = stack[:, :, None] if stack.ndim == 2 else stack  # (H, W, C)
     if bands_hwc.size == 0:
-        raise ImageError(f"{path}: zero-size image (shape {bands_hwc.shape})")
-    indices = _band_indices(bands or BandPolicy(), bands_hwc.shape[2], path)
+        raise ImageError(f"{source}: zero-size image (shape {bands_hwc.shape})")
+    indices = _band_indices(bands or BandPolicy(), bands_hwc.shape[2], source)
     rgb = bands_hwc[:, :, list(indices)]  # (H, W, 3)
-    return _as_uint8(rgb, path)
-
-
-def to_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop an (H, W, 3) uint8 image to its shorter side, then resize to (size, size).
-
-    Cropping (not squashing) keeps object shapes, which matter for counting and recognition;
-    RS tiles are almost always square already, so little is lost.
-    """
-    if type(size) is not int or size <= 0:
-        raise InputError(f"to_square: size must be a positive integer, got {size!r}")
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise InputError(
-            f"to_square: expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}"
-        )
-    height, width = image.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    crop = image[top : top + side, left : left + side]  # (side, side, 3)
-    if side == size:
-        return crop.copy()
-    resized = Image.fromarray(crop).resize((size, size), Image.Resampling.BICUBIC)
-    return np.asarray(resized)  # (size, size, 3)
+    return _as_uint8(rgb, source)
 
 
 def missing_files(paths: Iterable[str | Path]) -> list[str]:

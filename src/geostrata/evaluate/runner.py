@@ -106,7 +106,7 @@ def evaluate_vqa(
 @torch.no_grad()
 def evaluate_scenes(
     model: Any,
-    tokenizer: Any,
+    processor: Any,
     collate: Collate,
     images: Sequence[str],
     labels: Sequence[str],
@@ -116,23 +116,24 @@ def evaluate_scenes(
     batch_size: int = 64,
     show_progress: bool = True,
 ) -> SceneEvaluation:
-    """Scene classification of `images` (paths) with true `labels`, both ways."""
+    """Scene classification of `images` (paths) with true `labels`, both ways; `processor`
+    (GeoStrataProcessor) tokenises the class names and decodes the generated answers."""
     records = [{"image_path": p, "question": SCENE_QUESTION, "answer": ""} for p in images]
-    names = [scene_answer(c) for c in classes]
+    candidates = [processor.answer_ids(scene_answer(c)) for c in classes]
     device = next(model.parameters()).device
     model.eval()
 
     def score(share: Sequence[dict[str, Any]]) -> list[str]:
         best: list[str] = []
         for chunk in _batches(share, batch_size):
-            scores = model.score_candidates(_model_inputs(collate(chunk), device), names, tokenizer)
+            scores = model.score_candidates(_model_inputs(collate(chunk), device), candidates)
             best += [classes[i] for i in scores.argmax(dim=1).tolist()]
         return best
 
     closed = sharded_map(score, records)
     texts = generate_answers(
         model,
-        tokenizer,
+        processor.tokenizer,
         collate,
         records,
         batch_size,
@@ -202,8 +203,8 @@ def retrieval_hits(
     model.eval()
     for chunk in _batches(records, batch_size):
         out = model(**_model_inputs(collate(chunk), device))
-        for level, (ids, _scores) in (out.retrieved or {}).items():
-            for record, top in zip(chunk, ids, strict=True):
+        for level, found in (out.retrieved or {}).items():
+            for record, top in zip(chunk, found.ids, strict=True):
                 wanted = truth_ids[record["image_path"]].get(level)
                 if wanted is not None:
                     hits.setdefault(level, []).append(wanted in top)

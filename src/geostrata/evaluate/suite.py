@@ -143,7 +143,7 @@ def _scene_eval(session: Any, batch: int, show_progress: bool) -> SceneEvaluatio
     labels = [task.truths[p].scene for p in images]
     return evaluate_scenes(
         session.model,
-        session.processor.tokenizer,
+        session.processor,
         session.collator(False),
         images,
         labels,

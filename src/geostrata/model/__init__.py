@@ -6,8 +6,8 @@ inside functions.
 
 from geostrata.model.configuration import GeoStrataConfig
 from geostrata.model.modeling import GeoStrataForConditionalGeneration, count_parameters
-from geostrata.model.outputs import GeoStrataOutput
-from geostrata.model.processing import GeoStrataProcessor
+from geostrata.model.outputs import GeoStrataOutput, RetrievedCues
+from geostrata.model.processing import GeoStrataProcessor, ImageProcessor
 from geostrata.model.tokenizer import train_tokenizer
 from geostrata.model.vision import MultiLevelFeatures
 
@@ -16,7 +16,9 @@ __all__ = [
     "GeoStrataForConditionalGeneration",
     "GeoStrataOutput",
     "GeoStrataProcessor",
+    "ImageProcessor",
     "MultiLevelFeatures",
+    "RetrievedCues",
     "count_parameters",
     "train_tokenizer",
 ]

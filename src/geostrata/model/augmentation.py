@@ -29,22 +29,15 @@ from torch import nn
 from geostrata.errors import InputError, KnowledgeBaseError
 from geostrata.knowledge.protocol import Retriever
 from geostrata.model.configuration import AugmentationConfig
+from geostrata.model.outputs import RetrievedCues
 
 QUESTION_MIX = 0.5  # the question's offset to a retrieval query is at most half its visual part
 
 
 @dataclass
-class Retrieved:
-    """Top-k cues of one level for a batch."""
-
-    ids: list[list[str]]  # B lists of k entry ids ("" where the index had fewer than k)
-    scores: torch.Tensor  # (B, k) cosine scores, differentiable w.r.t. the query projection
-
-
-@dataclass
 class AugmentationOutput:
     tokens: dict[str, torch.Tensor]  # level -> (B, N_l, D) augmented tokens
-    retrieved: dict[str, Retrieved] = field(default_factory=dict)
+    retrieved: dict[str, RetrievedCues] = field(default_factory=dict)
     align_loss: torch.Tensor | None = None  # scalar, None when no level had a label
 
 
@@ -85,7 +78,7 @@ class LevelAugmentation(nn.Module):
 
     def forward(
         self, raw: torch.Tensor, question: torch.Tensor, target: torch.Tensor | None
-    ) -> tuple[torch.Tensor, Retrieved | None, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, RetrievedCues | None, torch.Tensor | None]:
         v = self.input_proj(raw)  # (B, N, D)
         a = F.normalize(self.align_proj(v.mean(dim=1)), dim=-1)  # (B, Dk) aligned, question-free
         align = self._align_loss(a, target) if target is not None else None
@@ -94,9 +87,10 @@ class LevelAugmentation(nn.Module):
         offset = F.normalize(self.query(question), dim=-1)  # (B, Dk) unit question direction
         mix = QUESTION_MIX * torch.tanh(self.query_gate)
         r = F.normalize(a + mix * offset, dim=-1)  # (B, Dk) retrieval query
-        cues, scores, ids, valid = self._retrieve(r)
+        cues, found = self._retrieve(r)  # (B, k, Dk)
+        valid = found.indices >= 0  # (B, k)
         weights = torch.softmax(
-            scores.masked_fill(~valid, float("-inf")) / self.config.temperature, -1
+            found.scores.masked_fill(~valid, float("-inf")) / self.config.temperature, -1
         )
         weights = torch.nan_to_num(weights, nan=0.0)  # (B, k); rows with no valid cue -> all zero
         kv = torch.cat(
@@ -110,11 +104,10 @@ class LevelAugmentation(nn.Module):
             [~valid, valid.new_zeros(valid.shape[0], 1)], dim=1
         )  # question never masked
         attended, _ = self.attn(self.norm(v), kv, kv, key_padding_mask=pad, need_weights=False)
-        return v + torch.tanh(self.gate) * attended, Retrieved(ids, scores), align
+        return v + torch.tanh(self.gate) * attended, found, align
 
-    def _retrieve(
-        self, r: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, list[list[str]], torch.Tensor]:
+    def _retrieve(self, r: torch.Tensor) -> tuple[torch.Tensor, RetrievedCues]:
+        """Top-k of query r (B, Dk): the cue embeddings (B, k, Dk) and what was found."""
         if self.retriever is None or self.entries is None:
             raise KnowledgeBaseError(
                 f"level {self.level!r}: retrieval is on but no knowledge base is "
@@ -126,11 +119,9 @@ class LevelAugmentation(nn.Module):
         idx = torch.as_tensor(
             np.asarray(result.indices), dtype=torch.long, device=r.device
         )  # (B, k)
-        valid = idx >= 0
         cues = self.entries[idx.clamp(min=0)].to(r.dtype)  # (B, k, Dk)
         scores = (r.unsqueeze(1) * cues).sum(-1)  # (B, k), recomputed so it stays differentiable
-        ids = [[i for i in row] for row in result.ids]
-        return cues, scores, ids, valid
+        return cues, RetrievedCues([list(row) for row in result.ids], scores, idx)
 
     def _align_loss(self, aligned: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
         if self.entries is None:

@@ -20,13 +20,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from geostrata.errors import ConfigError, KnowledgeBaseError
+from geostrata.errors import ConfigError, InputError, KnowledgeBaseError
 from geostrata.knowledge.protocol import Retriever
 from geostrata.model.augmentation import SemanticAugmentation
 from geostrata.model.configuration import GeoStrataConfig
 from geostrata.model.experts import SemanticExperts
 from geostrata.model.fusion import CrossModalFusion, LlavaProjector, splice_image_tokens
-from geostrata.model.outputs import GeoStrataOutput
+from geostrata.model.outputs import GeoStrataOutput, RetrievedCues
 from geostrata.model.vision import MultiLevelFeatures, MultiLevelVisionEncoder, _local_path
 
 
@@ -36,7 +36,7 @@ class VisualTokens:
 
     tokens: torch.Tensor  # (B, T_img, D_llm)
     router_weights: torch.Tensor | None = None  # (B, L)
-    retrieved: dict[str, tuple[list[list[str]], torch.Tensor]] = field(default_factory=dict)
+    retrieved: dict[str, RetrievedCues] = field(default_factory=dict)
     align_loss: torch.Tensor | None = None
     balance_loss: torch.Tensor | None = None
 
@@ -155,9 +155,12 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         q = q.to(self.default_question.dtype)  # (B, Dk)
         aug = self.augmentation(features.levels, q, align_targets)
         exp = self.experts(aug.tokens, q)
-        retrieved = {lv: (r.ids, r.scores) for lv, r in aug.retrieved.items()}
         return VisualTokens(
-            self.fusion(exp.tokens), exp.router_weights, retrieved, aug.align_loss, exp.balance_loss
+            self.fusion(exp.tokens),
+            exp.router_weights,
+            aug.retrieved,
+            aug.align_loss,
+            exp.balance_loss,
         )
 
     def _embed(
@@ -268,13 +271,15 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
 
     @torch.no_grad()
     def score_candidates(
-        self, batch: dict[str, torch.Tensor], candidates: list[str], tokenizer: object
+        self, batch: dict[str, torch.Tensor], candidates: list[list[int]]
     ) -> torch.Tensor:
-        """Sum log-prob of each candidate's tokens (and </s>) after each prompt: (B, C).
+        """Sum log-prob of each candidate's token ids after each prompt: (B, C).
 
-        `batch` is a processor output without answers (left-padded prompts). The image path runs
-        once; only the LLM runs per candidate.
+        `batch` is a processor output without answers (left-padded prompts); `candidates` are
+        token id lists as the model should emit them, e.g. `processor.answer_ids(name)` (which
+        ends in </s>). The image path runs once; only the LLM runs per candidate.
         """
+        _check_candidates(candidates)
         ids, mask = batch["input_ids"], batch["attention_mask"]
         features = batch.get("features")
         if features is None:
@@ -283,15 +288,12 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         prompt = splice_image_tokens(
             self.get_input_embeddings()(ids), ids == self.config.image_token_id, visual.tokens
         )  # (B, T, D)
-        scores = [self._candidate_logprob(prompt, mask, c, tokenizer) for c in candidates]
+        scores = [self._candidate_logprob(prompt, mask, c) for c in candidates]
         return torch.stack(scores, dim=1)  # (B, C)
 
     def _candidate_logprob(
-        self, prompt: torch.Tensor, mask: torch.Tensor, candidate: str, tokenizer: object
+        self, prompt: torch.Tensor, mask: torch.Tensor, cand: list[int]
     ) -> torch.Tensor:
-        cand = tokenizer(candidate, add_special_tokens=False)["input_ids"] + [
-            tokenizer.eos_token_id
-        ]
         b, t = prompt.shape[:2]
         cand_ids = torch.tensor(cand, device=prompt.device).expand(b, -1)  # (B, Lc)
         embeds = torch.cat([prompt, self.get_input_embeddings()(cand_ids)], dim=1)  # (B, T+Lc, D)
@@ -303,6 +305,17 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         ).logits
         logp = torch.log_softmax(logits[:, t - 1 : -1].float(), dim=-1)  # (B, Lc, V), predicts cand
         return logp.gather(-1, cand_ids.unsqueeze(-1)).squeeze(-1).sum(-1)  # (B,)
+
+
+def _check_candidates(candidates: list[list[int]]) -> None:
+    if not candidates:
+        raise InputError("score_candidates: no candidates given")
+    for i, cand in enumerate(candidates):
+        if isinstance(cand, str) or not cand or not all(isinstance(t, int) for t in cand):
+            raise InputError(
+                f"candidate {i}: expected a non-empty list of token ids (e.g. "
+                f"processor.answer_ids(text)), got {cand!r}"
+            )
 
 
 def _pretrained_llm_kwargs(config: GeoStrataConfig) -> dict[str, object]:

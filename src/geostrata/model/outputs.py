@@ -12,13 +12,28 @@ import torch
 
 
 @dataclass
+class RetrievedCues:
+    """Top-k knowledge-base cues of one level for a batch, best first: what the Semantic
+    Augmentation Module used, what predict shows and what evaluation scores."""
+
+    ids: list[list[str]]  # B lists of k entry ids ("" where the index had fewer than k)
+    scores: torch.Tensor  # (B, k) cosine scores, differentiable w.r.t. the query projection
+    indices: torch.Tensor  # (B, k) rows into the level's entry embeddings; -1 where fewer than k
+
+    def row(self, i: int) -> list[tuple[str, float]]:
+        """(entry id, score) pairs of batch row `i`, padding slots left out."""
+        pairs = zip(self.ids[i], self.scores[i].tolist(), strict=True)
+        return [(entry, score) for entry, score in pairs if entry]
+
+
+@dataclass
 class GeoStrataOutput:
     """Losses are reported separately so training logs show which objective moves.
 
     loss = lm_loss + lambda_align * align_loss + lambda_balance * balance_loss (None without
     labels).
-    retrieved: level -> (ids: B lists of k entry ids, scores: (B, k) tensor); empty when retrieval
-    is off, None for the llava baseline or text-only calls.
+    retrieved: level -> RetrievedCues; empty when retrieval is off, None for the llava baseline
+    or text-only calls.
     """
 
     loss: torch.Tensor | None = None
@@ -28,4 +43,4 @@ class GeoStrataOutput:
     logits: torch.Tensor | None = None  # (B, T, V)
     past_key_values: object | None = None  # the LLM's KV cache (transformers Cache)
     router_weights: torch.Tensor | None = None  # (B, L)
-    retrieved: dict[str, tuple[list[list[str]], torch.Tensor]] | None = None
+    retrieved: dict[str, RetrievedCues] | None = None

@@ -1,5 +1,9 @@
 """GeoStrataProcessor: images + questions (+ answers) -> model-ready tensors.
 
+Images go through one path, `ImageProcessor`: decode -> band policy -> letterbox to S x S ->
+normalise. Training (the image store caches its uint8 square stage), evaluation, the feature
+cache, predict, chat and the app all call it, so a model sees the same pixels everywhere.
+
 The prompt holds ONE `<image>` placeholder, expanded here to `num_image_tokens` image ids so the
 model can splice its image tokens in place. Without answers the batch is left-padded (generation
 appends on the right); with answers it is right-padded and `labels` are -100 everywhere except the
@@ -9,7 +13,7 @@ answer tokens and the closing </s>, so the LM loss is on answers only.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,22 +21,101 @@ import torch
 from PIL import Image
 
 from geostrata.atomic import write_text_atomic
-from geostrata.errors import CheckpointError, ImageError, InputError
+from geostrata.data.images import DEFAULT_MAX_PIXELS, as_rgb, read_image
+from geostrata.errors import CheckpointError, ConfigError, ImageError, InputError
 
 PROMPT_TEMPLATE = "USER: <image> {question} ASSISTANT:"
 CONFIG_NAME = "processor_config.json"
 
+ImageInput = str | Path | np.ndarray  # a file, or an (H, W) / (H, W, C) array of any dtype
+
+
+def load_image(image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A file path (`read_image`) or an array (`as_rgb`) -> (H, W, 3) uint8 by the band policy.
+
+    An (H, W, 3) uint8 array is RGB already and comes back unchanged, so an image decoded once
+    (the app checks an upload by decoding it) gives the same pixels when decoded again.
+    """
+    if isinstance(image, str | Path):
+        return read_image(image, max_pixels=max_pixels)
+    return as_rgb(image)
+
+
+def letterbox(image: np.ndarray, size: int, fill: tuple[int, int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8: the longer side resized to `size` (bicubic),
+    the shorter one padded evenly with `fill`.
+
+    Padding, not cropping or squashing: a crop drops edge content a question may be about
+    (counts, presence), squashing distorts shapes and ground scale; square tiles, the usual RS
+    case, are only resized.
+    """
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    if (new_h, new_w) != (height, width):
+        resized = Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BICUBIC)
+        image = np.asarray(resized)  # (new_h, new_w, 3)
+    out = np.empty((size, size, 3), dtype=np.uint8)
+    out[:] = fill
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out[top : top + new_h, left : left + new_w] = image
+    return out  # (size, size, 3)
+
+
+class ImageProcessor:
+    """The one image path: decode -> band policy -> letterbox to S x S -> normalise."""
+
+    def __init__(
+        self,
+        image_size: int,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+    ) -> None:
+        if type(image_size) is not int or image_size <= 0:
+            raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ConfigError(f"mean and std need 3 values each, std > 0; got {mean}, {std}")
+        self.image_size = image_size
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+        # Padding in the mean colour normalises to ~0: no signal for the tower.
+        self.fill = tuple(round(255 * float(m)) for m in mean)
+
+    def square(self, image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """Path or array -> (S, S, 3) uint8, the stage the image store caches."""
+        return letterbox(load_image(image, max_pixels), self.image_size, self.fill)
+
+    def normalize(self, square: np.ndarray) -> np.ndarray:
+        """(S, S, 3) uint8 from `square` -> (3, S, S) float32."""
+        size = self.image_size
+        if square.shape != (size, size, 3) or square.dtype != np.uint8:
+            raise ImageError(
+                f"expected a ({size}, {size}, 3) uint8 square from ImageProcessor.square, "
+                f"got {square.shape} {square.dtype}"
+            )
+        x = square.transpose(2, 0, 1).astype(np.float32) / 255.0  # (3, S, S)
+        return (x - self.mean) / self.std
+
+    def pixel_values(self, squares: Sequence[np.ndarray]) -> torch.Tensor:
+        """B squares -> (B, 3, S, S) float32 model input."""
+        return torch.from_numpy(np.stack([self.normalize(s) for s in squares]))
+
+    def __call__(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """Paths or arrays -> (B, 3, S, S) pixel_values."""
+        return self.pixel_values([self.square(image) for image in images])
+
 
 class GeoStrataProcessor:
-    """Image resize/normalise, prompt formatting, tokenisation, padding, question embeddings."""
+    """Images (through `image_processor`), prompt formatting, tokenisation, padding, question
+    embeddings."""
 
     def __init__(
         self,
         tokenizer: object,
         image_size: int,
         num_image_tokens: int,
-        mean: list[float] | tuple[float, ...] = (0.5, 0.5, 0.5),
-        std: list[float] | tuple[float, ...] = (0.5, 0.5, 0.5),
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
         question_encoder: Callable[[list[str]], np.ndarray] | None = None,
         prompt_template: str = PROMPT_TEMPLATE,
     ) -> None:
@@ -41,24 +124,11 @@ class GeoStrataProcessor:
                 f"prompt_template {prompt_template!r}: needs one <image> and {{question}}"
             )
         self.tokenizer = tokenizer
-        self.image_size, self.num_image_tokens = image_size, num_image_tokens
-        self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
-        self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+        self.image_processor = ImageProcessor(image_size, mean, std)
+        self.num_image_tokens = num_image_tokens
         self.question_encoder = question_encoder
         self.prompt_template = prompt_template
         self.image_token_id = tokenizer.convert_tokens_to_ids("<image>")
-
-    # ---- images ------------------------------------------------------------------------------
-    def preprocess_image(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 -> (3, S, S) float32, resized (bicubic) and normalised."""
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-            shape = getattr(image, "shape", type(image).__name__)
-            raise ImageError(f"expected an (H, W, 3) uint8 array, got {shape}")
-        if image.dtype != np.uint8:
-            raise ImageError(f"expected dtype uint8, got {image.dtype}")
-        pil = Image.fromarray(image).resize((self.image_size, self.image_size), Image.BICUBIC)
-        x = np.asarray(pil, dtype=np.float32).transpose(2, 0, 1) / 255.0  # (3, S, S)
-        return (x - self.mean) / self.std
 
     # ---- text --------------------------------------------------------------------------------
     def prompt_ids(self, question: str) -> list[int]:
@@ -96,7 +166,7 @@ class GeoStrataProcessor:
     # ---- batch -------------------------------------------------------------------------------
     def __call__(
         self,
-        images: list[np.ndarray] | None,
+        images: Sequence[ImageInput] | None,
         questions: list[str],
         answers: list[str] | None = None,
     ) -> dict[str, torch.Tensor]:
@@ -118,9 +188,7 @@ class GeoStrataProcessor:
             labels = [[-100] * len(p) + a for p, a in zip(prompts, ans, strict=True)]
             batch = self._pad(rows, labels, left=False)
         if images is not None:
-            batch["pixel_values"] = torch.from_numpy(
-                np.stack([self.preprocess_image(im) for im in images])
-            )
+            batch["pixel_values"] = self.image_processor(images)  # (B, 3, S, S)
         if self.question_encoder is not None:
             emb = np.asarray(self.question_encoder(list(questions)), dtype=np.float32)  # (B, Dk)
             batch["question_embeds"] = torch.from_numpy(emb)
@@ -132,10 +200,10 @@ class GeoStrataProcessor:
         directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(str(directory))
         cfg = {
-            "image_size": self.image_size,
+            "image_size": self.image_processor.image_size,
             "num_image_tokens": self.num_image_tokens,
-            "mean": self.mean.ravel().tolist(),
-            "std": self.std.ravel().tolist(),
+            "mean": self.image_processor.mean.ravel().tolist(),
+            "std": self.image_processor.std.ravel().tolist(),
             "prompt_template": self.prompt_template,
         }
         write_text_atomic(directory / CONFIG_NAME, json.dumps(cfg, indent=2))

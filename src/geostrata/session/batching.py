@@ -1,10 +1,11 @@
 """From sample records to model batches: decoded images, cached tower features, collation.
 
 RS training sets revisit each image many times (several questions per image, many epochs), so
-images are decoded and resized once while they fit a memory budget (least recently used ones are
-dropped beyond it). When the vision tower is frozen its features cannot change, so they are
-computed once too (the biggest saving on CPU; the LLaVA recipe does the same); the pipeline
-decides whether they fit (`ExperimentConfig.feature_cache_gib`).
+each image's processor square (decoded and letterboxed, `ImageProcessor.square`) is made once
+while it fits a memory budget (least recently used ones are dropped beyond it). When the vision
+tower is frozen its features cannot change, so they are computed once too (the biggest saving
+on CPU; the LLaVA recipe does the same); the pipeline decides whether they fit
+(`ExperimentConfig.feature_cache_gib`).
 """
 
 from __future__ import annotations
@@ -16,18 +17,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from geostrata.data.images import read_image, to_square
 from geostrata.data.targets import AlignTargetBuilder, Truth
-from geostrata.model import GeoStrataProcessor, MultiLevelFeatures
+from geostrata.model import GeoStrataProcessor, ImageProcessor, MultiLevelFeatures
 
 DEFAULT_IMAGE_CACHE_BYTES = 2 * 2**30
 
 
 class ImageStore:
-    """Decoded, square-resized uint8 images, kept while they fit ``max_bytes`` (LRU beyond)."""
+    """The processor's (S, S, 3) uint8 squares per path, kept while they fit ``max_bytes`` (least
+    recently used dropped beyond); only caches, never resizes itself."""
 
-    def __init__(self, size: int, max_bytes: int = DEFAULT_IMAGE_CACHE_BYTES) -> None:
-        self.size, self.max_bytes = size, max_bytes
+    def __init__(
+        self, processor: ImageProcessor, max_bytes: int = DEFAULT_IMAGE_CACHE_BYTES
+    ) -> None:
+        self.processor, self.max_bytes = processor, max_bytes
         self._images: OrderedDict[str, np.ndarray] = OrderedDict()
         self.nbytes = 0
 
@@ -36,7 +39,7 @@ class ImageStore:
         if image is not None:
             self._images.move_to_end(path)
             return image
-        image = to_square(read_image(path), self.size)  # (S, S, 3) uint8
+        image = self.processor.square(path)  # (S, S, 3) uint8
         if image.nbytes <= self.max_bytes:
             self._images[path] = image
             self.nbytes += image.nbytes
@@ -44,6 +47,10 @@ class ImageStore:
                 _, dropped = self._images.popitem(last=False)
                 self.nbytes -= dropped.nbytes
         return image
+
+    def pixel_values(self, paths: Sequence[str]) -> torch.Tensor:
+        """(B, 3, S, S) model input for `paths`, as the processor makes it from the files."""
+        return self.processor.pixel_values([self.get(path) for path in paths])
 
     def __len__(self) -> int:
         return len(self._images)
@@ -57,13 +64,9 @@ class FeatureCache:
     """
 
     def __init__(
-        self,
-        model: Any,
-        processor: GeoStrataProcessor,
-        images: ImageStore,
-        device: torch.device | str | None = None,
+        self, model: Any, images: ImageStore, device: torch.device | str | None = None
     ) -> None:
-        self.model, self.processor, self.images = model, processor, images
+        self.model, self.images = model, images
         self.device = device
         self._rows: dict[str, int] = {}
         self._parts: list[MultiLevelFeatures] = []
@@ -84,9 +87,7 @@ class FeatureCache:
             for chunk in track(
                 chunks, description="Caching tower features", disable=not show_progress
             ):
-                pixels = torch.from_numpy(
-                    np.stack([self.processor.preprocess_image(self.images.get(p)) for p in chunk])
-                )  # (b, 3, S, S)
+                pixels = self.images.pixel_values(chunk)  # (b, 3, S, S)
                 part = self.model.encode_images(pixels.to(device)).to("cpu")
                 self._parts.append(part)
                 self.nbytes += part.nbytes
@@ -128,11 +129,12 @@ class VQACollator:
     def __call__(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         paths = [r["image_path"] for r in records]
         answers = [r["answer"] for r in records] if self.with_answers else None
+        batch = dict(self.processor(None, [r["question"] for r in records], answers))
         # With cached tower features the pixels are never needed: skip decoding and resizing.
-        images = None if self.features is not None else [self.images.get(p) for p in paths]
-        batch = dict(self.processor(images, [r["question"] for r in records], answers))
         if self.features is not None:
             batch["features"] = self.features.get(paths)
+        else:
+            batch["pixel_values"] = self.images.pixel_values(paths)  # (B, 3, S, S)
         if self.targets is not None:
             batch["align_targets"] = self.targets([self.truths.get(p, Truth()) for p in paths])
         return batch

@@ -184,14 +184,13 @@ def _caches(
     cfg: ExperimentConfig, model: Any, processor: Any, task: TaskData, show_progress: bool
 ) -> tuple[ImageStore, FeatureCache | None]:
     """The decoded-image store and (frozen tower, within budget) the tower-feature cache."""
-    images = ImageStore(model.config.image_size, int(cfg.image_cache_gib * 2**30))
-    features = _feature_cache(model, processor, images, task, show_progress, cfg.feature_cache_gib)
+    images = ImageStore(processor.image_processor, int(cfg.image_cache_gib * 2**30))
+    features = _feature_cache(model, images, task, show_progress, cfg.feature_cache_gib)
     return images, features
 
 
 def _feature_cache(
     model: Any,
-    processor: Any,
     images: ImageStore,
     task: TaskData,
     show_progress: bool,
@@ -204,7 +203,7 @@ def _feature_cache(
     paths = sorted({r["image_path"] for r in task.train + task.eval})
     if budget_gib <= 0 or not paths:
         return None
-    cache = FeatureCache(model, processor, images, device=compute_device())
+    cache = FeatureCache(model, images, device=compute_device())
     cache.add(paths[:1], show_progress=False)  # measures one image's features
     need = cache.bytes_per_image * len(paths) / 2**30
     if need > budget_gib:
