@@ -40,7 +40,13 @@ def _inputs(seed=0):
     return feats, q
 
 
-def test_retrieval_queries_each_level_and_returns_its_entries(retriever):
+@pytest.fixture
+def index_search(monkeypatch):
+    """Force the retriever's own index (FAISS in real use) instead of the on-device search."""
+    monkeypatch.setattr("geostrata.model.augmentation.EXACT_SEARCH_MAX", 0)
+
+
+def test_retrieval_queries_each_level_and_returns_its_entries(retriever, index_search):
     module = _module(retriever, top_k=3)
     feats, q = _inputs()
     out = module(feats, q)
@@ -53,7 +59,20 @@ def test_retrieval_queries_each_level_and_returns_its_entries(retriever):
         assert out.tokens[level].shape == feats[level].shape[:2] + (8,)
 
 
-def test_scores_are_recomputed_differentiably(retriever):
+def test_on_device_search_finds_what_the_index_finds(retriever, monkeypatch):
+    feats, q = _inputs(seed=3)
+    exact = _module(retriever, top_k=3)(feats, q)
+    assert retriever.calls == []  # small levels never leave the device
+    monkeypatch.setattr("geostrata.model.augmentation.EXACT_SEARCH_MAX", 0)
+    indexed = _module(retriever, top_k=3)(feats, q)
+    assert len(retriever.calls) == len(LEVELS)
+    for level in LEVELS:
+        assert exact.retrieved[level].ids == indexed.retrieved[level].ids
+        assert torch.equal(exact.retrieved[level].indices, indexed.retrieved[level].indices)
+        torch.testing.assert_close(exact.retrieved[level].scores, indexed.retrieved[level].scores)
+
+
+def test_scores_are_recomputed_differentiably(retriever, index_search):
     module = _module(retriever, top_k=2)
     feats, q = _inputs()
     out = module(feats, q)

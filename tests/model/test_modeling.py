@@ -161,7 +161,10 @@ def test_k_zero_equals_retrieval_off_in_the_full_model(make_model, train_batch, 
     assert retriever.calls == []
 
 
-def test_question_embeddings_steer_router_and_retrieval(make_model, train_batch, retriever):
+def test_question_embeddings_steer_router_and_retrieval(
+    make_model, train_batch, retriever, monkeypatch
+):
+    monkeypatch.setattr("geostrata.model.augmentation.EXACT_SEARCH_MAX", 0)  # via the retriever
     model = make_model()
     a = model(**train_batch)
     swapped = {**train_batch, "question_embeds": train_batch["question_embeds"].flip(0)}

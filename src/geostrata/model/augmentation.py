@@ -31,6 +31,9 @@ from geostrata.knowledge.protocol import Retriever
 from geostrata.model.configuration import AugmentationConfig
 from geostrata.model.outputs import RetrievedCues
 
+# Levels with at most this many entries are searched exactly on the model's device (a (B, N)
+# matmul: 64k entries x 384 dims is ~25 MFLOP per query); larger ones go through FAISS.
+EXACT_SEARCH_MAX = 65_536
 QUESTION_MIX = 0.5  # the question's offset to a retrieval query is at most half its visual part
 
 
@@ -60,6 +63,7 @@ class LevelAugmentation(nn.Module):
             self.attn = nn.MultiheadAttention(d, config.num_heads, batch_first=True)
             self.gate = nn.Parameter(torch.tensor(float(config.gate_init)))
         self.register_buffer("entries", None, persistent=False)  # (N_l, Dk), set by attach()
+        self.entry_ids: tuple[str, ...] = ()
         self.retriever: Retriever | None = None
 
     @property
@@ -74,6 +78,7 @@ class LevelAugmentation(nn.Module):
                 f"expected (N, {self.config.knowledge_dim})"
             )
         self.entries = torch.from_numpy(emb).to(device)
+        self.entry_ids = tuple(retriever.level_ids(self.level))  # row -> entry id
         self.retriever = retriever
 
     def forward(
@@ -115,13 +120,21 @@ class LevelAugmentation(nn.Module):
                 "from_pretrained), or set retrieval=False / top_k=0"
             )
         k = min(self.config.top_k, self.entries.shape[0])
-        result = self.retriever.search(r.detach().float().cpu().numpy(), self.level, k)
-        idx = torch.as_tensor(
-            np.asarray(result.indices), dtype=torch.long, device=r.device
-        )  # (B, k)
+        idx = self._top_k(r.detach(), k)  # (B, k)
         cues = self.entries[idx.clamp(min=0)].to(r.dtype)  # (B, k, Dk)
         scores = (r.unsqueeze(1) * cues).sum(-1)  # (B, k), recomputed so it stays differentiable
-        return cues, RetrievedCues([list(row) for row in result.ids], scores, idx)
+        return cues, RetrievedCues(scores, idx, self.entry_ids)
+
+    def _top_k(self, r: torch.Tensor, k: int) -> torch.Tensor:
+        """Rows of the k best entries for queries r (B, Dk), on r's device.
+
+        Up to EXACT_SEARCH_MAX entries the search is one matmul and a top-k where the model runs
+        (exact, and no round trip to the host in the step); beyond, the retriever's index (FAISS
+        IVF / HNSW) on the CPU."""
+        if self.entries.shape[0] <= EXACT_SEARCH_MAX:
+            return (r @ self.entries.to(r.dtype).T).topk(k, dim=-1).indices  # (B, k)
+        result = self.retriever.search(r.float().cpu().numpy(), self.level, k)
+        return torch.as_tensor(np.asarray(result.indices), dtype=torch.long, device=r.device)
 
     def _align_loss(self, aligned: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
         if self.entries is None:

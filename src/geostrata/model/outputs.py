@@ -6,6 +6,7 @@ A plain dataclass rather than a transformers ModelOutput: ModelOutput (v5) renam
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -16,9 +17,15 @@ class RetrievedCues:
     """Top-k knowledge-base cues of one level for a batch, best first: what the Semantic
     Augmentation Module used, what predict shows and what evaluation scores."""
 
-    ids: list[list[str]]  # B lists of k entry ids ("" where the index had fewer than k)
     scores: torch.Tensor  # (B, k) cosine scores, differentiable w.r.t. the query projection
     indices: torch.Tensor  # (B, k) rows into the level's entry embeddings; -1 where fewer than k
+    entry_ids: Sequence[str]  # row -> entry id of the level
+
+    @property
+    def ids(self) -> list[list[str]]:
+        """B lists of k entry ids ("" where fewer than k); reads the indices back from the
+        device, so training steps never ask for it."""
+        return [[self.entry_ids[i] if i >= 0 else "" for i in row] for row in self.indices.tolist()]
 
     def row(self, i: int) -> list[tuple[str, float]]:
         """(entry id, score) pairs of batch row `i`, padding slots left out."""
