@@ -257,6 +257,7 @@ class GeoStrataConfig(PreTrainedConfig):
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     lambda_align: float = 0.1
     lambda_balance: float = 0.01
+    lambda_router: float = 0.0  # > 0: teach the router each training question's semantic level
     image_token_id: int = 4
     # Scale-out switches (used by the base/large presets on GPUs; inert for random tiny models).
     gradient_checkpointing: bool = False  # recompute LLM activations in backward
@@ -274,7 +275,7 @@ class GeoStrataConfig(PreTrainedConfig):
         _require(self.top_k >= 0, "top_k", self.top_k, "must be >= 0")
         _require(self.image_size >= 8, "image_size", self.image_size, "must be >= 8")
         _require(self.lora_r >= 1, "lora_r", self.lora_r, "must be >= 1")
-        for name in ("lambda_align", "lambda_balance"):
+        for name in ("lambda_align", "lambda_balance", "lambda_router"):
             _require(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
         _require(self.torch_dtype in TORCH_DTYPES, "torch_dtype", self.torch_dtype,
                  f"expected one of {TORCH_DTYPES}")

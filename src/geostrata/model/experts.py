@@ -71,15 +71,20 @@ class SemanticExperts(nn.Module):
         else:
             self.shared = ExpertBlock(d, heads, mult, cross=False)
 
+    def route(self, question: torch.Tensor) -> torch.Tensor:
+        """Router weights (B, L) for question embeddings (B, Dk); uniform with experts off."""
+        if not self.config.experts:
+            n = len(self.config.levels)
+            return question.new_full((question.shape[0], n), 1.0 / n)
+        return torch.softmax(self.router(question), dim=-1)
+
     def forward(self, tokens: dict[str, torch.Tensor], question: torch.Tensor) -> ExpertsOutput:
         """tokens: level -> (B, N_l, D); question (B, Dk) -> ExpertsOutput."""
         levels = self.config.levels
         n = len(levels)
+        weights = self.route(question)  # (B, L)
         if not self.config.experts:
-            out = {lv: self.shared(tokens[lv]) for lv in levels}
-            uniform = question.new_full((question.shape[0], n), 1.0 / n)  # (B, L)
-            return ExpertsOutput(out, uniform, None)
-        weights = torch.softmax(self.router(question), dim=-1)  # (B, L)
+            return ExpertsOutput({lv: self.shared(tokens[lv]) for lv in levels}, weights, None)
         out, coarser = {}, []
         for i, lv in enumerate(levels):  # coarse to fine
             context = torch.cat(coarser, dim=1) if coarser else None  # (B, sum N_coarser, D)

@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from geostrata.errors import ConfigError, InputError, KnowledgeBaseError
 from geostrata.knowledge.protocol import Retriever
+from geostrata.levels import VISUAL_LEVELS
 from geostrata.model.augmentation import SemanticAugmentation
 from geostrata.model.configuration import GeoStrataConfig
 from geostrata.model.experts import SemanticExperts
@@ -163,6 +164,15 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
             exp.balance_loss,
         )
 
+    @torch.no_grad()
+    def route_questions(self, question_embeds: torch.Tensor) -> torch.Tensor | None:
+        """The router's weights (B, L) over `config.levels` for question embeddings (B, Dk): the
+        router reads the question only, so no image is needed. None for the llava baseline."""
+        if self.config.baseline == "llava":
+            return None
+        q = question_embeds.to(self.default_question.device, self.default_question.dtype)
+        return self.experts.route(q)
+
     def _embed(
         self,
         input_ids: torch.Tensor,
@@ -200,6 +210,7 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         align_targets: dict[str, torch.Tensor] | None = None,
         past_key_values: object | None = None,
         use_cache: bool | None = None,
+        question_levels: torch.Tensor | None = None,
     ) -> GeoStrataOutput:
         embeds, visual = self._embed(
             input_ids, pixel_values, features, question_embeds, align_targets
@@ -216,6 +227,7 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
             result.router_weights = visual.router_weights
             result.retrieved = None if self.config.baseline == "llava" else visual.retrieved
             result.align_loss, result.balance_loss = visual.align_loss, visual.balance_loss
+            result.router_loss = self._router_loss(visual.router_weights, question_levels)
         if labels is not None:
             result.lm_loss = self._lm_loss(out.logits, labels)
             result.loss = self._total_loss(result)
@@ -232,12 +244,37 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
             ignore_index=-100,
         )
 
+    def _router_loss(
+        self, weights: torch.Tensor | None, question_levels: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """Cross-entropy of the router's weights (B, L) against each question's level (B,)
+        (indices into VISUAL_LEVELS, -1 unknown); None when off or no question has a level
+        the model has."""
+        if self.config.lambda_router <= 0 or not self.config.experts or weights is None:
+            return None
+        if question_levels is None:
+            return None
+        lookup = torch.tensor(
+            [self.config.levels.index(lv) if lv in self.config.levels else -1
+             for lv in VISUAL_LEVELS],
+            device=weights.device,
+        )  # fmt: skip
+        levels = question_levels.to(weights.device)
+        target = torch.where(levels >= 0, lookup[levels.clamp(min=0)], -1)  # (B,)
+        known = target >= 0
+        if not known.any():
+            return None
+        log_w = torch.log(weights[known].float().clamp(min=1e-9))  # (B', L)
+        return F.nll_loss(log_w, target[known])
+
     def _total_loss(self, out: GeoStrataOutput) -> torch.Tensor:
         loss = out.lm_loss
         if out.align_loss is not None and self.config.lambda_align > 0:
             loss = loss + self.config.lambda_align * out.align_loss
         if out.balance_loss is not None and self.config.lambda_balance > 0:
             loss = loss + self.config.lambda_balance * out.balance_loss
+        if out.router_loss is not None:
+            loss = loss + self.config.lambda_router * out.router_loss
         return loss
 
     # ---- inference ---------------------------------------------------------------------------

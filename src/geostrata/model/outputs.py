@@ -47,6 +47,7 @@ class GeoStrataOutput:
     lm_loss: torch.Tensor | None = None
     align_loss: torch.Tensor | None = None
     balance_loss: torch.Tensor | None = None
+    router_loss: torch.Tensor | None = None  # router vs the question's level (lambda_router > 0)
     logits: torch.Tensor | None = None  # (B, T, V)
     past_key_values: object | None = None  # the LLM's KV cache (transformers Cache)
     router_weights: torch.Tensor | None = None  # (B, L)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from geostrata.data.targets import AlignTargetBuilder, Truth
+from geostrata.levels import VISUAL_LEVELS
 from geostrata.model import GeoStrataProcessor, ImageProcessor, MultiLevelFeatures
 
 DEFAULT_IMAGE_CACHE_BYTES = 2 * 2**30
@@ -137,4 +138,15 @@ class VQACollator:
             batch["pixel_values"] = self.images.pixel_values(paths)  # (B, 3, S, S)
         if self.targets is not None:
             batch["align_targets"] = self.targets([self.truths.get(p, Truth()) for p in paths])
+        if self.with_answers:
+            batch["question_levels"] = question_levels(records)
         return batch
+
+
+def question_levels(records: Sequence[dict[str, Any]]) -> torch.Tensor:
+    """(B,) index of each record's semantic level in VISUAL_LEVELS, -1 where it has none."""
+    return torch.tensor(
+        [VISUAL_LEVELS.index(r["level"]) if r.get("level") in VISUAL_LEVELS else -1
+         for r in records],
+        dtype=torch.long,
+    )  # fmt: skip
