@@ -15,12 +15,15 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from geostrata.errors import CheckpointError
+from geostrata.model import GeoStrataConfig, GeoStrataForConditionalGeneration, GeoStrataProcessor
 from geostrata.model.geoembed import (
     GeoEmbedResNet18,
     load_geoembed_weights,
     packaged_weights_path,
     read_npz,
 )
+
+from .conftest import DIM
 
 BN_EPS = 1e-5  # netcl's BatchNorm2d default, which geoembed keeps
 PORT_RTOL = 1e-4  # max |torch - numpy| / max |numpy|, per compared tensor
@@ -152,3 +155,65 @@ def test_unreadable_file_and_missing_package_are_clear(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.metadata, "distribution", absent)
     with pytest.raises(CheckpointError, match=r"pip install --no-deps geoembed==1\.1\.2"):
         load_geoembed_weights(GeoEmbedResNet18())
+
+
+# ---- the tiny-geoembed preset in the full model ----------------------------------------------
+
+
+def _tiny_geoembed_config(tokenizer) -> GeoStrataConfig:
+    return GeoStrataConfig.from_preset(
+        "tiny-geoembed",
+        knowledge_dim=DIM,
+        hidden_size=32,
+        num_heads=2,
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "vocab_size": len(tokenizer),
+        },
+    )
+
+
+def test_tiny_geoembed_preset_forwards_with_level_shapes(tokenizer, retriever, v3_net, tmp_path):
+    cfg = _tiny_geoembed_config(tokenizer)
+    assert cfg.vision_tower == "geoembed_resnet18" and cfg.vision_config is None
+    assert cfg.image_size == 128 and cfg.image_mean == cfg.image_std == [0.5, 0.5, 0.5]
+    model = GeoStrataForConditionalGeneration(cfg)
+    model.attach_knowledge(retriever)
+    model.train()
+    assert not model.vision.tower.training  # frozen: BatchNorm keeps the running statistics
+    assert all(not p.requires_grad for p in model.vision.parameters())
+    tower = model.vision.tower.state_dict()
+    for key, value in v3_net.state_dict().items():  # post_init must not re-initialise them
+        assert torch.equal(tower[key], value), key
+
+    processor = GeoStrataProcessor(
+        tokenizer, cfg.image_size, cfg.num_image_tokens, cfg.image_mean, cfg.image_std,
+        question_encoder=retriever.encode_text,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, size=(96, 96, 3), dtype=np.uint8) for _ in range(2)]
+    batch = processor(images, ["how many cars", "is there a forest"], ["2", "yes"])
+    assert batch["pixel_values"].shape == (2, 3, 128, 128)
+
+    feats = model.encode_images(batch["pixel_values"])  # what the feature cache stores
+    shapes = {lv: tuple(t.shape) for lv, t in feats.levels.items()}
+    assert shapes == {"scene": (2, 1, 512), "region": (2, 4, 256), "object": (2, 256, 128)}
+    assert feats.last is None and not feats.levels["scene"].requires_grad
+    assert feats.nbytes / 2 < 0.15 * 2**20  # per image, small enough to cache
+
+    out = model(**batch)
+    assert torch.isfinite(out.loss) and out.router_weights.shape == (2, 3)
+    no_pixels = {k: v for k, v in batch.items() if k != "pixel_values"}
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, model(**no_pixels, features=feats).logits)
+
+        model.save_pretrained(tmp_path)  # BatchNorm buffers travel with the checkpoint
+        back = GeoStrataForConditionalGeneration.from_pretrained(tmp_path).eval()
+        back_feats = back.encode_images(batch["pixel_values"])
+    for level, t in feats.levels.items():
+        assert torch.equal(back_feats.levels[level], t), level
