@@ -46,7 +46,6 @@ from geostrata.errors import CheckpointError
 
 GEOEMBED_REQUIREMENT = "geoembed==1.1.2"
 WEIGHTS_FILE = "geoembed/weights/v3.npz"  # inside the installed distribution
-IMAGE_SIZE = 128  # what V3 was trained at
 BASE_WIDTH = 64
 EMBED_DIM = 256
 POOL_SIZE = 4  # layer4 is pooled to POOL_SIZE x POOL_SIZE before the embedding head
@@ -57,7 +56,11 @@ METADATA: dict[str, int] = {
     "pool_size": POOL_SIZE,
 }
 STAGE_STRIDES: tuple[int, ...] = (1, 2, 2, 2)
-LEVEL_CHANNELS: dict[str, int] = {"scene": 512, "region": 256, "object": 128}
+LEVEL_CHANNELS: dict[str, int] = {  # layer4 / layer3 / layer2 widths: 512 / 256 / 128
+    "scene": BASE_WIDTH * 8,
+    "region": BASE_WIDTH * 4,
+    "object": BASE_WIDTH * 2,
+}
 TRANSPOSED_KEYS: frozenset[str] = frozenset({"fc.weight"})  # stored (in, out) by netcl
 
 
