@@ -21,7 +21,7 @@ from geostrata.levels import VISUAL_LEVELS
 
 LEVEL_ORDER = VISUAL_LEVELS  # coarse to fine
 BASELINES: tuple[str, ...] = ("none", "llava")
-TOWERS: tuple[str, ...] = ("hf", "effnet_lite0")
+TOWERS: tuple[str, ...] = ("hf", "effnet_lite0", "geoembed_resnet18")
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
@@ -51,9 +51,9 @@ def _require(ok: bool, name: str, value: object, why: str) -> None:
 class VisionLevelsConfig:
     """Which tower and which of its layers feed each semantic level."""
 
-    tower: str = (
-        "hf"  # "hf" (any HF vision tower via vision_config) | "effnet_lite0" (packaged weights)
-    )
+    # "hf" (any HF vision tower via vision_config) | "effnet_lite0" (packaged weights) |
+    # "geoembed_resnet18" (aerial ResNet-18, weights from the installed geoembed package)
+    tower: str = "hf"
     vision_config: dict[str, Any] | None = None  # HF vision config as a dict (tower == "hf")
     pretrained: str | None = None  # HF name or local path, loaded only when it exists locally
     levels: list[str] = field(default_factory=lambda: list(LEVEL_ORDER))
@@ -365,7 +365,13 @@ class GeoStrataConfig(PreTrainedConfig):
 
 def preset_kwargs(name: str) -> dict[str, Any]:
     """The keyword arguments of a named preset (fresh dicts, safe to mutate)."""
-    presets = {"tiny": _tiny, "tiny-effnet": _tiny_effnet, "base": _base, "large": _large}
+    presets = {
+        "tiny": _tiny,
+        "tiny-effnet": _tiny_effnet,
+        "tiny-geoembed": _tiny_geoembed,
+        "base": _base,
+        "large": _large,
+    }
     if name not in presets:
         raise ConfigError(f"preset {name!r}: unknown (expected one of {sorted(presets)})")
     return copy.deepcopy(presets[name]())
@@ -397,6 +403,20 @@ def _tiny_effnet() -> dict[str, Any]:
         "hidden_size": 128,
         "num_image_tokens": 21,
         "freeze_vision": True,
+    }
+
+
+def _tiny_geoembed() -> dict[str, Any]:
+    # geoembed's aerial ResNet-18 (frozen), at the 128 px it was trained at, on [-1, 1] inputs:
+    # scene = layer4 (16x16), region = layer3 (32x32 -> 2x2), object = layer2 (64x64 pooled to
+    # 16x16 so the feature cache stays ~0.13 MiB an image).
+    return {
+        **_tiny_effnet(),
+        "vision_tower": "geoembed_resnet18",
+        "image_size": 128,
+        "image_mean": [0.5, 0.5, 0.5],  # geoembed's own (x / 255 - 0.5) / 0.5
+        "image_std": [0.5, 0.5, 0.5],
+        "object_max_tokens": 256,
     }
 
 

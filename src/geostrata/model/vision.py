@@ -3,7 +3,8 @@
 Remote-sensing semantics span scales, so each level reads the layer whose receptive field fits it:
 scene = a deep layer pooled globally, region = a middle layer pooled to a GxG grid, object = a
 shallower layer's patch tokens. With the EfficientNet tower the pyramid strides 32/16/8 play the
-same roles. The tower is frozen by default (no grad, eval mode) so its features can be cached.
+same roles, with the GeoEmbed ResNet-18 its layer4/layer3/layer2 (geoembed.py says why). The
+tower is frozen by default (no grad, eval mode) so its features can be cached.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 from geostrata.levels import VISUAL_LEVELS
 from geostrata.model.configuration import VisionLevelsConfig
 from geostrata.model.effnet import PYRAMID_CHANNELS, EfficientNetLite0, load_packaged_weights
+from geostrata.model.geoembed import LEVEL_CHANNELS, GeoEmbedResNet18, load_geoembed_weights
 
 
 @dataclass
@@ -114,7 +116,8 @@ def _under_meta_device() -> bool:
 
 
 class MultiLevelVisionEncoder(nn.Module):
-    """An HF vision tower (CLIP, SigLIP, ...) or EfficientNet-Lite0 -> MultiLevelFeatures."""
+    """An HF vision tower (CLIP, SigLIP, ...), EfficientNet-Lite0 or GeoEmbed ResNet-18 ->
+    MultiLevelFeatures."""
 
     def __init__(self, config: VisionLevelsConfig) -> None:
         super().__init__()
@@ -127,6 +130,11 @@ class MultiLevelVisionEncoder(nn.Module):
                 "object": PYRAMID_CHANNELS[8],
             }
             self.last_dim = PYRAMID_CHANNELS[32]
+        elif config.tower == "geoembed_resnet18":
+            self.tower = GeoEmbedResNet18()
+            self.tower.fc.requires_grad_(False)  # geoembed's embedding head; the levels skip it
+            self.feature_dims = dict(LEVEL_CHANNELS)
+            self.last_dim = LEVEL_CHANNELS["scene"]
         else:
             self.tower = self._build_hf_tower(config)
             width = config.vision_config["hidden_size"]
@@ -150,11 +158,15 @@ class MultiLevelVisionEncoder(nn.Module):
         return tower
 
     def load_pretrained(self) -> None:
-        """Load tower weights: packaged EfficientNet, or an HF name/path when present locally."""
+        """Load tower weights: packaged EfficientNet or GeoEmbed, or an HF name/path when present
+        locally."""
         if _under_meta_device():
             return
         if self.config.tower == "effnet_lite0":
             load_packaged_weights(self.tower)
+            return
+        if self.config.tower == "geoembed_resnet18":
+            load_geoembed_weights(self.tower)
             return
         path = _local_path(self.config.pretrained)
         if path is not None:
@@ -179,6 +191,8 @@ class MultiLevelVisionEncoder(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze):
             if self.config.tower == "effnet_lite0":
                 return self._effnet_levels(pixel_values)
+            if self.config.tower == "geoembed_resnet18":
+                return self._map_levels(self.tower.level_maps(pixel_values))
             return self._hf_levels(pixel_values)
 
     def _hf_levels(self, pixel_values: torch.Tensor) -> MultiLevelFeatures:
@@ -200,11 +214,13 @@ class MultiLevelVisionEncoder(nn.Module):
 
     def _effnet_levels(self, pixel_values: torch.Tensor) -> MultiLevelFeatures:
         pyr = self.tower.pyramid(pixel_values)
-        raw = {
-            "scene": grid_to_tokens(pyr.stride32),
-            "region": grid_to_tokens(pyr.stride16),
-            "object": grid_to_tokens(pyr.stride8),
-        }
+        return self._map_levels(
+            {"scene": pyr.stride32, "region": pyr.stride16, "object": pyr.stride8}
+        )
+
+    def _map_levels(self, maps: dict[str, torch.Tensor]) -> MultiLevelFeatures:
+        """A CNN tower's level -> (B, C, h, w) maps -> pooled level tokens; last = scene grid."""
+        raw = {level: grid_to_tokens(m) for level, m in maps.items()}  # (B, h*w, C) each
         return MultiLevelFeatures(self._pool_levels(raw), last=raw["scene"])
 
     def _pool_levels(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
