@@ -19,6 +19,7 @@ import numpy as np
 from geostrata.atomic import write_atomic, write_text_atomic
 from geostrata.errors import CheckpointError, InputError
 from geostrata.evaluate.metrics import ClassificationMetrics, GroupAccuracy, VQAMetrics
+from geostrata.evaluate.routing import RouterMetrics
 from geostrata.textio import read_jsonl
 
 _MAX_ANNOTATED_CLASSES = 30  # beyond this, per-cell numbers are unreadable
@@ -94,6 +95,27 @@ def plot_per_type(
     ax.set_ylabel("accuracy")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save_figure(fig, path)
+
+
+def plot_router(router: RouterMetrics, path: str | Path) -> Path:
+    """Stacked bars: the router's mean weight on each level's expert, per question type (the
+    type's own level is named under its bar)."""
+    types = sorted(router.per_type)
+    fig = _new_figure(max(5.0, 0.9 * len(types) + 2.5), 4.0)
+    ax = fig.add_subplot()
+    bottom = np.zeros(len(types))
+    for level in router.levels:
+        values = np.array([router.per_type[t][level] for t in types])
+        ax.bar(types, values, bottom=bottom, label=f"{level} expert")
+        bottom += values
+    labels = [f"{t}\n({router.type_level.get(t, '-')})" for t in types]
+    ax.set_xticks(np.arange(len(types)), labels=labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("mean router weight")
+    acc = "-" if router.accuracy is None else f"{100 * router.accuracy:.1f}%"
+    ax.set_title(f"Routing per question type (router accuracy {acc})")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save_figure(fig, path)
 

@@ -8,7 +8,7 @@ knowledge base's names and synonyms (an answer that maps to no class counts as w
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -39,6 +39,10 @@ class SceneEvaluation:
     closed_set: ClassificationMetrics
     generation: ClassificationMetrics
     classes: list[str]
+    images: list[str] = field(default_factory=list)  # per image, in order:
+    labels: list[str] = field(default_factory=list)  # the true class,
+    closed_pred: list[str] = field(default_factory=list)  # the closed-set choice,
+    generated_pred: list[str] = field(default_factory=list)  # the generated answer's class
 
 
 def _batches(records: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -146,6 +150,10 @@ def evaluate_scenes(
         classification_metrics(list(labels), closed, list(classes)),
         classification_metrics(list(labels), generated, list(classes)),
         list(classes),
+        list(images),
+        list(labels),
+        closed,
+        generated,
     )
 
 
@@ -191,15 +199,15 @@ def retrieval_hits(
     knowledge: Any,
     dataset: str | None,
     batch_size: int = 64,
-) -> dict[str, float]:
-    """Per level, how often the retrieved top-k cues contain the image's dominant true entry
-    (its scene; its largest land cover; its most frequent object class). Shows whether the
-    Semantic Augmentation Module retrieves relevant knowledge, not only whether answers are
-    right."""
+) -> dict[str, dict[str, bool]]:
+    """Per level and image, whether the retrieved top-k cues contain the image's dominant true
+    entry (its scene; its largest land cover; its most frequent object class). Shows whether
+    the Semantic Augmentation Module retrieves relevant knowledge, not only whether answers are
+    right; `hit_rates` sums it up."""
     truth_ids = {p: _dominant_entries(truths[p], knowledge, dataset) for p in images}
     records = [{"image_path": p, "question": SCENE_QUESTION, "answer": ""} for p in images]
     device = next(model.parameters()).device
-    hits: dict[str, list[bool]] = {}
+    hits: dict[str, dict[str, bool]] = {}
     model.eval()
     for chunk in _batches(records, batch_size):
         out = model(**_model_inputs(collate(chunk), device))
@@ -207,8 +215,20 @@ def retrieval_hits(
             for record, top in zip(chunk, found.ids, strict=True):
                 wanted = truth_ids[record["image_path"]].get(level)
                 if wanted is not None:
-                    hits.setdefault(level, []).append(wanted in top)
-    return {level: sum(v) / len(v) for level, v in hits.items() if v}
+                    hits.setdefault(level, {})[record["image_path"]] = wanted in top
+    return hits
+
+
+def hit_rates(
+    hits: dict[str, dict[str, bool]], images: Sequence[str] | None = None
+) -> dict[str, float]:
+    """level -> share of `images` (default: all) whose cues held the true entry."""
+    out = {}
+    for level, rows in hits.items():
+        values = [rows[p] for p in (images if images is not None else rows) if p in rows]
+        if values:
+            out[level] = sum(values) / len(values)
+    return out
 
 
 def _dominant_entries(truth: Any, knowledge: Any, dataset: str | None) -> dict[str, str]:

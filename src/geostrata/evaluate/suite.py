@@ -14,21 +14,27 @@ from typing import Any
 
 from geostrata.atomic import write_text_atomic
 from geostrata.device import is_main_process
+from geostrata.evaluate.consistency import ConsistencyMetrics, consistency_metrics
 from geostrata.evaluate.metrics import VQAMetrics
 from geostrata.evaluate.report import (
     plot_confusion,
     plot_loss_curves,
     plot_per_type,
+    plot_router,
     write_metrics_json,
     write_report_md,
 )
+from geostrata.evaluate.routing import RouterMetrics, router_metrics
 from geostrata.evaluate.runner import (
+    ClassMapper,
     SceneEvaluation,
     evaluate_scenes,
     evaluate_vqa,
+    hit_rates,
     retrieval_hits,
     unique_images,
 )
+from geostrata.evaluate.zeroshot import ZeroShotMetrics, zero_shot_metrics
 
 NOT_VQA = ("caption", "instruct")  # free-text turns: no exact-match accuracy
 
@@ -40,6 +46,9 @@ class RunMetrics:
     retrieval: dict[str, float]  # level -> top-k hit rate of the dominant true entry
     report: Path
     metrics_path: Path
+    router: RouterMetrics | None = None
+    zeroshot: ZeroShotMetrics | None = None
+    consistency: ConsistencyMetrics | None = None
 
     def summary(self) -> dict[str, float]:
         """The headline numbers, for tables and the CLI."""
@@ -59,54 +68,123 @@ class RunMetrics:
                 "scene_generated": self.scenes.generation.overall_accuracy,
             }
         out |= {f"retrieval_{k}": v for k, v in self.retrieval.items()}
-        return out
+        if self.router is not None and self.router.accuracy is not None:
+            out["router_accuracy"] = self.router.accuracy
+        if self.consistency is not None:
+            out |= _present({
+                "all_levels_correct": self.consistency.all_levels_correct,
+                "contradiction_rate": self.consistency.contradiction_rate,
+            })  # fmt: skip
+        return out | (_zero_shot_summary(self.zeroshot) if self.zeroshot else {})
+
+
+def _present(values: dict[str, float | None]) -> dict[str, float]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _zero_shot_summary(z: ZeroShotMetrics) -> dict[str, float]:
+    parts = {
+        "scene_open": z.scene_open,
+        "scene_generated": z.scene_generated,
+        "scene_closed": z.scene_closed,
+        "presence": z.presence,
+        "retrieval_scene": z.scene_retrieval,
+    }
+    out: dict[str, float | None] = {}
+    for name, m in parts.items():
+        if m is not None:
+            out[f"{name}_seen"], out[f"{name}_unseen"] = m.seen, m.unseen
+    return _present(out)
 
 
 def evaluate_session(session: Any, out_dir: str | Path, show_progress: bool = True) -> RunMetrics:
-    """Run VQA and scene evaluation for `session` and write every artefact into `out_dir`."""
+    """Run every evaluation for `session` and write its artefacts into `out_dir` (rank 0)."""
     out = Path(out_dir)
-    task, model, tok = session.task, session.model, session.processor.tokenizer
-    batch = session.cfg.eval_batch_size
+    task, batch = session.task, session.cfg.eval_batch_size
     show_progress = show_progress and is_main_process()
     vqa_records = [r for r in task.eval if r["qtype"] not in NOT_VQA]
     result = (
         evaluate_vqa(
-            model, tok, session.collator(False), vqa_records, task.train, batch, show_progress
+            session.model,
+            session.processor.tokenizer,
+            session.collator(False),
+            vqa_records,
+            task.train,
+            batch,
+            show_progress,
         )
         if vqa_records
         else None
     )
+    rows = result.predictions if result else []
     scenes = _scene_eval(session, batch, show_progress)
-    retrieval = _retrieval_eval(session, batch)
-    vqa = result.metrics if result else None
-    if not is_main_process():  # every rank computed (sharded); only rank 0 writes
-        return RunMetrics(vqa, scenes, retrieval, out / "report.md", out / "metrics.json")
+    hits = _retrieval_eval(session, batch)
+    metrics = RunMetrics(
+        result.metrics if result else None,
+        scenes,
+        hit_rates(hits),
+        out / "report.md",
+        out / "metrics.json",
+        router_metrics(session.model, session.processor.question_encoder, vqa_records),
+        zero_shot_metrics(task.unseen, rows, task.truths, scenes, hits),
+        _consistency_eval(session, rows),
+    )
+    if is_main_process():  # every rank computed (sharded); only rank 0 writes
+        _write_artefacts(session, out, metrics, rows)
+    return metrics
+
+
+def _write_artefacts(session: Any, out: Path, m: RunMetrics, rows: list[dict[str, Any]]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    if result is not None:
-        _write_predictions(out / "predictions.jsonl", result.predictions)
+    if rows:
+        _write_predictions(out / "predictions.jsonl", rows)
     sections: dict[str, Any] = {"Run": _run_text(session)}
-    if vqa is not None:
-        sections["Visual question answering"] = vqa
-        plot_per_type({"GeoStrata": vqa}, out / "per_type.png")
-    if scenes is not None:
-        sections["Scene classification (closed-set scoring)"] = scenes.closed_set
-        sections["Scene classification (free generation)"] = scenes.generation
-        plot_confusion(scenes.closed_set.confusion, scenes.classes, out / "confusion.png")
+    if m.vqa is not None:
+        sections["Visual question answering"] = m.vqa
+        plot_per_type({"GeoStrata": m.vqa}, out / "per_type.png")
+    if m.scenes is not None:
+        sections["Scene classification (closed-set scoring)"] = m.scenes.closed_set
+        sections["Scene classification (free generation)"] = m.scenes.generation
+        plot_confusion(m.scenes.closed_set.confusion, m.scenes.classes, out / "confusion.png")
+    if m.zeroshot is not None:
+        sections["Seen and unseen classes"] = m.zeroshot.markdown()
+    if m.router is not None:
+        sections["Routing by semantic level"] = m.router.markdown() + "\n![router](router.png)\n"
+        plot_router(m.router, out / "router.png")
+    if m.consistency is not None:
+        sections["Multi-level consistency"] = m.consistency.markdown()
     _plot_losses(session, out)
-    if retrieval:
-        sections["Retrieved knowledge"] = _retrieval_text(retrieval, session.model.config.top_k)
-    metrics = {
-        "vqa": vqa.to_dict() if vqa else None,
-        "retrieval_hit_at_k": retrieval,
-        "scene_closed_set": scenes.closed_set.to_dict() if scenes else None,
-        "scene_generation": scenes.generation.to_dict() if scenes else None,
+    if m.retrieval:
+        sections["Retrieved knowledge"] = _retrieval_text(m.retrieval, session.model.config.top_k)
+    write_metrics_json(m.metrics_path, _metrics_json(m))
+    write_report_md(m.report, sections)
+
+
+def _metrics_json(m: RunMetrics) -> dict[str, Any]:
+    def plain(x: Any) -> Any:
+        return x.to_dict() if x is not None else None
+
+    return {
+        "vqa": plain(m.vqa),
+        "retrieval_hit_at_k": m.retrieval,
+        "scene_closed_set": plain(m.scenes.closed_set if m.scenes else None),
+        "scene_generation": plain(m.scenes.generation if m.scenes else None),
+        "zero_shot": plain(m.zeroshot),
+        "router": plain(m.router),
+        "consistency": plain(m.consistency),
     }
-    metrics_path = write_metrics_json(out / "metrics.json", metrics)
-    report = write_report_md(out / "report.md", sections)
-    return RunMetrics(vqa, scenes, retrieval, report, metrics_path)
 
 
-def _retrieval_eval(session: Any, batch: int) -> dict[str, float]:
+def _consistency_eval(session: Any, rows: list[dict[str, Any]]) -> ConsistencyMetrics | None:
+    task = session.task
+    objects = task.labels.get("object", [])
+    if not rows or not task.scene_classes or not objects:
+        return None
+    mapper = ClassMapper(task.scene_classes, session.knowledge, task.dataset)
+    return consistency_metrics(rows, task.truths, objects, mapper)
+
+
+def _retrieval_eval(session: Any, batch: int) -> dict[str, dict[str, bool]]:
     config = session.model.config
     if config.baseline == "llava" or not config.retrieval or config.top_k == 0:
         return {}

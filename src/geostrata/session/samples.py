@@ -28,6 +28,7 @@ class TaskData:
     truths: dict[str, Truth] = field(default_factory=dict)  # image_path -> truth
     labels: dict[str, list[str]] = field(default_factory=dict)  # level -> class names
     scene_classes: list[str] = field(default_factory=list)
+    unseen: dict[str, list[str]] = field(default_factory=dict)  # level -> classes never trained on
 
     def corpus(self) -> list[str]:
         """Every question and answer text, for training a local tokenizer."""
@@ -61,10 +62,11 @@ def _cap(records: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
 
 def _synthetic(cfg: DataConfig) -> TaskData:
     from geostrata.data import RSVQADataset
-    from geostrata.data.synthetic import load_annotations, load_meta
+    from geostrata.data.synthetic import Holdout, load_annotations, load_meta
 
     root = Path(cfg.root)
     meta = load_meta(root)
+    held = Holdout.from_dict(meta.get("holdout"))
     truths: dict[str, Truth] = {}
     captions: dict[str, list[dict[str, Any]]] = {}
     for split in (cfg.train_split, cfg.eval_split):
@@ -89,6 +91,7 @@ def _synthetic(cfg: DataConfig) -> TaskData:
         truths,
         labels,
         list(meta["scene_classes"]),
+        {"scene": list(held.scenes), "object": list(held.objects)},
     )
 
 
