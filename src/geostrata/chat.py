@@ -8,7 +8,7 @@ VQA), so the history is what the user sees, not context fed back into the prompt
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,7 @@ def open_session(
     max_new_tokens: int,
     console: Any,
     device: str | None = None,
+    knowledge_extra: Sequence[str | Path] = (),
 ) -> ChatSession:
     """Read the image first (a bad file fails fast), then load (or first train) the model."""
     from geostrata.device import resolve_device
@@ -80,7 +81,8 @@ def open_session(
 
     image = load_image(image_path)  # (H, W, 3) uint8, decoded as the processor decodes
     resolve_device(device)  # a wrong device name fails before any training or loading
-    loaded = load_model(ensure_checkpoint(checkpoint, console), device=device)
+    checkpoint = ensure_checkpoint(checkpoint, console)
+    loaded = load_model(checkpoint, device=device, knowledge_extra=knowledge_extra)
     return ChatSession(loaded, image, str(image_path), max_new_tokens)
 
 
@@ -101,14 +103,15 @@ def ensure_checkpoint(checkpoint: Path | None, console: Any) -> Path:
 
 
 def scene_classes(loaded: Any) -> list[str]:
-    """The synthetic scene classes of the model's training data (meta.json), else none."""
+    """The synthetic scene classes of the model's training data (meta.json), plus the scene
+    entries added for this run (`--kb-extra`)."""
     meta = Path(loaded.cfg.data.root) / "meta.json"
     try:
-        return [
-            str(c) for c in json.loads(meta.read_text(encoding="utf-8")).get("scene_classes", [])
-        ]
+        known = json.loads(meta.read_text(encoding="utf-8")).get("scene_classes", [])
     except (OSError, ValueError, AttributeError):
-        return []
+        known = []
+    added = [loaded.knowledge.get(i) for i in loaded.extra_ids]
+    return [str(c) for c in known] + [e.name for e in added if e.level.value == "scene"]
 
 
 # ---- terminal rendering ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from geostrata.commands import DEVICE_HELP
+from geostrata.commands import DEVICE_HELP, KB_EXTRA_HELP
 from geostrata.errors import GeoStrataError
 
 CHECKPOINT_HELP = "Saved model folder (default: runs/demo/run/model, trained first if missing)."
@@ -36,6 +36,7 @@ def chat(
     checkpoint: Annotated[Path | None, typer.Option(help=CHECKPOINT_HELP)] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, max=256, help="Answer length bound.")] = 16,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    kb_extra: Annotated[list[Path] | None, typer.Option(help=KB_EXTRA_HELP)] = None,
 ) -> None:
     """Ask questions about an image; the answer streams, then the cues and router weights."""
     from rich.console import Console
@@ -47,7 +48,7 @@ def chat(
     try:
         if question is not None:
             check_question(question)  # refuse before the (slow) model load
-        session = open_session(image, checkpoint, max_new_tokens, console, device)
+        session = open_session(image, checkpoint, max_new_tokens, console, device, kb_extra or [])
         if question is None:
             interactive(session, console)
         else:
@@ -63,6 +64,7 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 7860,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    kb_extra: Annotated[list[Path] | None, typer.Option(help=KB_EXTRA_HELP)] = None,
 ) -> None:
     """Serve the GeoStrata web app: upload or pick an image, ask, see answer, cues and routing."""
     from rich.console import Console
@@ -75,7 +77,8 @@ def serve(
     console = Console()
     try:
         resolve_device(device)
-        loaded = load_model(ensure_checkpoint(checkpoint, console), device=device)
+        checkpoint = ensure_checkpoint(checkpoint, console)
+        loaded = load_model(checkpoint, device=device, knowledge_extra=kb_extra or [])
     except GeoStrataError as exc:
         raise _fail(exc) from exc
     limits = AppLimits()

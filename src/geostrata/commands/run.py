@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from geostrata.atomic import write_text_atomic
-from geostrata.commands import DEVICE_HELP
+from geostrata.commands import DEVICE_HELP, KB_EXTRA_HELP
 from geostrata.errors import GeoStrataError
 
 
@@ -102,6 +102,7 @@ def evaluate(
         Path | None, typer.Option(help="Report folder (default MODEL_DIR/../report-eval).")
     ] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    kb_extra: Annotated[list[Path] | None, typer.Option(help=KB_EXTRA_HELP)] = None,
 ) -> None:
     """Evaluate a saved model: VQA per type and level (AA/OA, prior), scene classification."""
     from geostrata.evaluate.sharding import init_from_env
@@ -112,7 +113,10 @@ def evaluate(
     try:
         overrides = {"root": data, "kind": kind, "eval_split": split, "prefix": prefix}
         session = open_session(
-            model_dir, {k: str(v) for k, v in overrides.items() if v is not None}, device=device
+            model_dir,
+            {k: str(v) for k, v in overrides.items() if v is not None},
+            device=device,
+            knowledge_extra=kb_extra or [],
         )
         metrics = evaluate_session(session, out or model_dir.parent / "report-eval")
     except GeoStrataError as exc:

@@ -9,6 +9,7 @@ adds the data for evaluating it; `save_session` writes the folder those two read
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 from geostrata.atomic import staged_dir
 from geostrata.data.targets import AlignTargetBuilder
 from geostrata.device import compute_device, is_main_process
-from geostrata.errors import CheckpointError
+from geostrata.errors import CheckpointError, InputError
 from geostrata.session.batching import FeatureCache, ImageStore, VQACollator
 from geostrata.session.experiment import DataConfig, ExperimentConfig
 from geostrata.session.samples import TaskData, load_task
@@ -56,16 +57,22 @@ class LoadedModel:
     knowledge: Any  # KnowledgeBase
     cfg: Any  # ExperimentConfig the model was trained with
     path: Path
+    extra_ids: list[str] = dataclasses.field(default_factory=list)  # entries added for this run
 
 
 def load_model(
-    path: str | Path, knowledge: Any = None, device: str | None = None, dtype: str | None = None
+    path: str | Path,
+    knowledge: Any = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    knowledge_extra: Sequence[str | Path] = (),
 ) -> LoadedModel:
     """Load a saved GeoStrata model folder (weights are safetensors only) and its knowledge base.
 
     ``device``: None or "auto" takes this process's GPU when there is one, else the CPU.
     ``dtype``: the whole model's dtype; None keeps float32 on the CPU and uses the config's
     ``torch_dtype`` (the LLM's training dtype, bfloat16 for the real presets) on a GPU.
+    ``knowledge_extra``: entry files added to the model's knowledge base for this run only.
     """
     from geostrata.device import resolve_device, resolve_dtype
     from geostrata.model import GeoStrataForConditionalGeneration, GeoStrataProcessor
@@ -84,20 +91,32 @@ def load_model(
         )
     cfg = ExperimentConfig.from_yaml(path / CONFIG_FILE)
     target = resolve_device(device)
-    knowledge = knowledge if knowledge is not None else load_knowledge(cfg.knowledge)
+    if knowledge is None:
+        knowledge = load_knowledge(cfg.knowledge, knowledge_extra)
+    elif knowledge_extra:
+        raise InputError("pass either a knowledge base or knowledge_extra files, not both")
     processor = GeoStrataProcessor.from_pretrained(path, question_encoder=knowledge.encode_text)
     model = GeoStrataForConditionalGeneration.from_pretrained(path, use_safetensors=True)
     default_dtype = "float32" if target.type == "cpu" else model.config.torch_dtype
     model.to(device=target, dtype=resolve_dtype(dtype, default_dtype))
     model.attach_knowledge(knowledge)  # after the move: cue buffers go where the model is
-    return LoadedModel(model.eval(), processor, knowledge, cfg, path)
+    return LoadedModel(model.eval(), processor, knowledge, cfg, path, entry_ids(knowledge_extra))
 
 
-def load_knowledge(source: str) -> Any:
-    """The knowledge base named in a config ("default" or a path), with the default encoder."""
+def entry_ids(paths: Sequence[str | Path]) -> list[str]:
+    """Ids of the entries in entry files or folders (already validated by the load)."""
+    from geostrata.knowledge.schema import entry_files, read_entry_file
+
+    return [e.id for p in paths for f in entry_files(p) for e, _ in read_entry_file(f)]
+
+
+def load_knowledge(source: str, extra: Sequence[str | Path] = ()) -> Any:
+    """The knowledge base named in a config ("default" or a path), with the default encoder;
+    ``extra``: entry files (JSONL / YAML) added for this run, e.g. classes no training image
+    showed (`--kb-extra`)."""
     from geostrata.knowledge import KnowledgeBase
 
-    return KnowledgeBase.load(source)
+    return KnowledgeBase.load(source, extra=list(extra))
 
 
 def build_processor(cfg: ExperimentConfig, task: TaskData, knowledge: Any, model_cfg: Any) -> Any:
@@ -241,10 +260,12 @@ def open_session(
     data_overrides: dict[str, str] | None = None,
     show_progress: bool = True,
     device: str | None = None,
+    knowledge_extra: Sequence[str | Path] = (),
 ) -> Session:
     """A Session around a saved model for evaluation (data: the training data unless overridden;
-    device: this process's GPU when there is one, see `load_model`)."""
-    loaded = load_model(model_dir, device=device)
+    device: this process's GPU when there is one, see `load_model`; knowledge_extra: entry
+    files added to the knowledge base for this evaluation)."""
+    loaded = load_model(model_dir, device=device, knowledge_extra=knowledge_extra)
     cfg = loaded.cfg
     if data_overrides:
         cfg.data = DataConfig(**{**dataclasses.asdict(cfg.data), **data_overrides})
