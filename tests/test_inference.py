@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,39 @@ def test_a_missing_gpu_is_named(trained_model_dir):
         pytest.skip("a GPU is visible")
     with pytest.raises(ConfigError, match="no CUDA GPU"):
         load_model(trained_model_dir, device="cuda")
+
+
+@pytest.mark.parametrize(
+    ("question", "named"),
+    [
+        ("<image> Is there a ship?", "<image>"),
+        ("Is there a ship?\x1b[2J", "U+001B"),
+        ("\u202eIs there a ship?", "U+202E"),
+        ("ship\x00?", "U+0000"),
+    ],
+)
+def test_questions_with_the_image_slot_or_control_characters_are_refused(question, named):
+    from geostrata.inference import check_question
+
+    with pytest.raises(InputError, match=re.escape(named)):
+        check_question(question)
+
+
+def test_line_breaks_in_a_question_become_spaces():
+    from geostrata.inference import check_question
+
+    assert check_question(" Is\tthere\r\na ship?\u2028 ") == "Is there a ship?"
+
+
+def test_chat_refuses_the_image_slot_before_loading_a_model(tmp_path):
+    """Was refused only by the processor, after the model had loaded (or been trained)."""
+    from typer.testing import CliRunner
+
+    from geostrata.cli import app
+
+    missing = tmp_path / "no-model"
+    result = CliRunner().invoke(
+        app, ["chat", str(tmp_path / "x.png"), "-q", "<image> ship?", "--checkpoint", str(missing)]
+    )
+    assert result.exit_code == 1 and "<image>" in result.output
+    assert "model.safetensors" not in result.output and not missing.exists()

@@ -10,8 +10,12 @@ them to components. Every bound (file size, megapixels, question length, queue) 
 
 import json
 import logging
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff"]
 PREVIEW_SIDE = 256  # small tiles are shown enlarged (nearest neighbour) so details are visible
 ERROR_ID, ANSWER_ID, CUES_ID = "geostrata-error", "geostrata-answer", "geostrata-cues"
 CSS = f"#{ANSWER_ID} p {{font-size: 1.5em; font-weight: 600; margin: 0.2em 0}}"
+CACHE_PREFIX = "geostrata-app-"  # + PID + "-": the server's own Gradio cache folder
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,8 @@ class AppLimits:
     concurrency: int = 2  # requests the model works on at once (2 CPU cores)
     queue_size: int = 32  # waiting requests beyond which new ones are turned away
     top_classes: int = 5
+    cache_age_s: int = 900  # uploads and shown images older than this are deleted ...
+    cache_sweep_s: int = 300  # ... by a sweep this often (Gradio's delete_cache)
 
     def __post_init__(self) -> None:
         from geostrata.inference import MAX_QUESTION_CHARS
@@ -51,6 +58,8 @@ class AppLimits:
             "concurrency",
             "queue_size",
             "top_classes",
+            "cache_age_s",
+            "cache_sweep_s",
         ):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
@@ -200,7 +209,11 @@ def build_app(
     from geostrata.chat import scene_classes
 
     handlers = Handlers(loaded, limits, scene_classes(loaded) if classes is None else classes)
-    with gr.Blocks(title="GeoStrata", analytics_enabled=False) as blocks:
+    with gr.Blocks(
+        title="GeoStrata",
+        analytics_enabled=False,
+        delete_cache=(limits.cache_sweep_s, limits.cache_age_s),
+    ) as blocks:
         gr.Markdown(
             "## GeoStrata: ask about a remote-sensing image\nThe answer comes with its "
             "evidence: knowledge-base cues retrieved per semantic level, the router's "
@@ -340,6 +353,54 @@ def _answer_text(view: AnswerView) -> str:
     if view.done:
         return f"Answer: {view.answer or '(no answer)'}"
     return f"Answer: {view.answer} …"
+
+
+@contextmanager
+def private_cache() -> Iterator[Path]:
+    """Gradio's upload and output cache in a folder of this server's own, removed on exit.
+
+    Gradio keeps every upload (and every image it shows) under GRADIO_TEMP_DIR, /tmp/gradio by
+    default, and leaves them there when the server stops. Build and launch the app inside this
+    block: components take the folder when they are created. Folders of servers that were
+    killed (their PID no longer runs) are removed when the next one starts.
+    """
+    _remove_dead_caches()
+    folder = Path(tempfile.mkdtemp(prefix=f"{CACHE_PREFIX}{os.getpid()}-"))
+    previous = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if previous is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = previous
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_dead_caches() -> list[Path]:
+    """Remove this user's cache folders whose server process no longer exists."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{CACHE_PREFIX}*-*"):
+        pid = folder.name[len(CACHE_PREFIX) :].split("-", 1)[0]
+        try:
+            mine = folder.is_dir() and folder.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if mine and pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process, or not a PID we can judge: leave it
+    return True
 
 
 def launch_app(

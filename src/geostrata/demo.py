@@ -75,14 +75,21 @@ class DemoResult:
 def synthesize_once(
     data_dir: Path, profile: DemoProfile, seed: int, show_progress: bool, workers: int = 2
 ) -> Path:
-    """Write the benchmark unless the same one (same sizes and seed) is already there."""
-    import json
+    """Write the benchmark unless the same one (same sizes and seed) is already there.
 
-    from geostrata.data.synthetic import synthesize
+    A synthesis that was killed part-way left no meta.json, so it is simply written again.
+    """
+    from geostrata.data.synthetic import load_meta, synthesize
+    from geostrata.errors import AnnotationError
 
-    meta = data_dir / "meta.json"
-    if meta.is_file():
-        m = json.loads(meta.read_text())
+    if (data_dir / "meta.json").is_file():
+        try:
+            m = load_meta(data_dir)
+        except AnnotationError as err:
+            raise AnnotationError(
+                f"{err}; the benchmark in {data_dir} is damaged: delete that folder and run "
+                "again to synthesize it anew (it is generated from the seed, nothing is lost)"
+            ) from err
         if (m.get("n_train"), m.get("n_test"), m.get("size"), m.get("seed")) == (
             profile.n_train,
             profile.n_test,

@@ -8,6 +8,8 @@ are given) the scene-class probabilities from closed-set scoring.
 from __future__ import annotations
 
 import collections
+import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,6 +32,9 @@ __all__ = [
 ]
 
 MAX_QUESTION_CHARS = 500
+IMAGE_PLACEHOLDER = "<image>"  # the prompt's own image slot (model/processing.py)
+LINE_BREAKS = re.compile(r"[\t\n\r\v\f\u0085\u2028\u2029]+")  # pasted text: become spaces
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 @dataclass(frozen=True)
@@ -48,14 +53,32 @@ class Prediction:
 
 
 def check_question(question: str) -> str:
-    """A non-empty question of bounded length, stripped."""
+    """A question fit for the prompt, or an InputError saying why not.
+
+    Cheap and model-free, so callers check before loading anything: non-empty, at most
+    MAX_QUESTION_CHARS, no `<image>` (the prompt's own image slot), and no control characters
+    (they would reach terminals and logs raw). Tabs and line breaks become spaces; the result is
+    stripped.
+    """
     if not isinstance(question, str) or not question.strip():
         raise InputError("the question is empty: ask something about the image")
     if len(question) > MAX_QUESTION_CHARS:
         raise InputError(
             f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}"
         )
-    return question.strip()
+    question = LINE_BREAKS.sub(" ", question).strip()
+    for position, char in enumerate(question):
+        if unicodedata.category(char) == "Cc" or char in BIDI_CONTROLS:
+            raise InputError(
+                f"the question holds control character U+{ord(char):04X} at position "
+                f"{position}; remove it"
+            )
+    if IMAGE_PLACEHOLDER in question:
+        raise InputError(
+            f"the question must not contain {IMAGE_PLACEHOLDER}: the image goes in its own "
+            "slot of the prompt"
+        )
+    return question
 
 
 def predict(

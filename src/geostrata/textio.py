@@ -59,6 +59,7 @@ def read_jsonl(
     error: type[GeoStrataError],
     skip_bad: bool = False,
     comments: bool = False,
+    max_line_chars: int | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """("<path>:<line>", value) for each non-blank line of a JSONL file.
 

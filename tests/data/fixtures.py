@@ -156,3 +156,69 @@ def write_bench(root: Path, lines: list[Any], with_images: bool = True) -> Path:
         for index in range(len(lines)):
             write_image(root / "images" / f"{index}.png", rgb_array(index))
     return path
+
+
+def bomb_values(
+    band: int, rows: np.ndarray, cols: np.ndarray, height: int, width: int
+) -> np.ndarray:
+    """The hostile TIFFs' pixel values at (rows, cols) of a height x width image: the band's
+    index, + 10 in the lower half, + 100 in the right half."""
+    lower, right = rows[:, None] >= height // 2, cols[None, :] >= width // 2
+    return band + 10 * lower + 100 * right  # (rows, cols)
+
+
+def write_bomb_tiff(
+    path: Path,
+    bands: int,
+    height: int,
+    width: int,
+    dtype: str,
+    layout: str = "pages",
+    compression: str | None = "zlib",
+) -> Path:
+    """A multispectral TIFF far larger decoded than on disk (`bomb_values`, in four blocks).
+
+    layout: "pages" (one page per band, tifffile's default for (C, H, W)), "planar" (one page,
+    one sample plane per band) or "interleaved" ((H, W, C)). Compressed strips are compressed
+    once per distinct content and written from an iterator, so a 5 GB image takes well under a
+    second and a few MB; uncompressed images are written empty (a sparse file of zeros).
+    """
+    kind = np.dtype(dtype)
+    shape = (height, width, bands) if layout == "interleaved" else (bands, height, width)
+    planar = {"pages": None, "planar": "separate", "interleaved": "contig"}[layout]
+    options: dict[str, Any] = {
+        "shape": shape, "dtype": kind, "photometric": "minisblack", "planarconfig": planar,
+        "metadata": None,
+    }
+    if compression is None:
+        import tifffile
+
+        tifffile.imwrite(path, **options)
+        return path
+    samples = bands if layout == "interleaved" else 1
+    per_strip = max(1, 262144 // (width * samples * kind.itemsize))
+    cols, middle = np.arange(width), height // 2
+    cache: dict[tuple[int, int, int], bytes] = {}
+
+    def strip(band: int, top: int) -> bytes:
+        rows = np.arange(top, min(top + per_strip, height))
+        key = (band, rows.size, int(np.clip(middle - top, 0, rows.size)))
+        if key not in cache:
+            if layout == "interleaved":
+                block = np.stack(
+                    [bomb_values(b, rows, cols, height, width) for b in range(bands)], axis=-1
+                ).astype(kind)  # (rows, W, C)
+            else:
+                block = bomb_values(band, rows, cols, height, width).astype(kind)  # (rows, W)
+            cache[key] = zlib.compress(block.tobytes(), 6)
+        return cache[key]
+
+    def strips():
+        for band in range(1 if layout == "interleaved" else bands):
+            for top in range(0, height, per_strip):
+                yield strip(band, top)
+
+    import tifffile
+
+    tifffile.imwrite(path, strips(), compression=compression, rowsperstrip=per_strip, **options)
+    return path

@@ -35,6 +35,28 @@ def test_aid_layout_skips_stray_files_with_a_warning(tmp_path, caplog):
     assert "skipped 2" in caplog.text and "readme.txt" in caplog.text
 
 
+def test_empty_class_folders_are_named_in_a_warning(tmp_path, caplog):
+    """An empty class folder used to pass silently: its class just got no samples."""
+    write_scene_folder(tmp_path, CLASSES, per_class=1, ext=".jpg")
+    (tmp_path / "desert").mkdir()
+    (tmp_path / "glacier").mkdir()
+    (tmp_path / "glacier" / "notes.txt").write_text("no images here")
+    with caplog.at_level(logging.WARNING, logger="geostrata.data.folder"):
+        data = SceneFolderDataset(tmp_path)
+    assert "desert" in data.classes and len(data) == 3
+    assert "2 class folder(s) hold no image files" in caplog.text
+    assert str(tmp_path / "desert") in caplog.text and str(tmp_path / "glacier") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geostrata.data.folder"):
+        SceneFolderDataset(tmp_path, classes=CLASSES)
+    assert "hold no image" not in caplog.text
+    for name in CLASSES:
+        for path in (tmp_path / name).iterdir():
+            path.unlink()
+    with pytest.raises(DatasetNotFoundError, match="no image files"):
+        SceneFolderDataset(tmp_path)
+
+
 def test_given_classes_set_order_and_subset(tmp_path, caplog):
     write_scene_folder(tmp_path, CLASSES, per_class=1)
     data = SceneFolderDataset(tmp_path, classes=["river", "beach"])

@@ -77,7 +77,8 @@ def test_consistency_counts_all_correct_images_and_contradictions():
     # p1 says parking lot (every parking lot has cars) and "no cars": the one contradiction
     assert (m.contradiction_rate, m.n_images_checked) == (pytest.approx(1 / 3), 3)
     truth_rows = [{**r, "pred": r["answer"]} for r in rows]
-    assert consistency_metrics(truth_rows, truths, ["car", "ship"], scene_of).contradiction_rate == 0
+    truth_m = consistency_metrics(truth_rows, truths, ["car", "ship"], scene_of)
+    assert truth_m.contradiction_rate == 0
 
 
 class _Router:

@@ -19,6 +19,10 @@ GOOD = entry("scene.a", "scene", "a")
         (entry("scene.a", "scene", "again"), "field 'id': duplicate id 'scene.a'"),
         (entry("x", "scene", "x", parents=["nope"]), "field 'parents': unknown entry id 'nope'"),
         (entry("x", "scene", "x", related=["gone"]), "field 'related': unknown entry id 'gone'"),
+        (entry("x", "scene", "x", "d" * 2001), "field 'description' has 2001 characters"),
+        (entry("x", "scene", "n" * 201), "field 'name' has 201 characters; the limit is 200"),
+        (entry("x", "scene", "x", synonyms=["s"] * 101), "field 'synonyms' has 101 items"),
+        (entry("x", "scene", "x", datasets=["d" * 201]), "an item of 201 characters"),
     ],
 )
 def test_errors_name_file_line_and_field(write_jsonl, bad_line, expected):
@@ -27,6 +31,24 @@ def test_errors_name_file_line_and_field(write_jsonl, bad_line, expected):
         load_entries([path])
     assert f"{path}:3" in str(info.value)
     assert expected in str(info.value)
+
+
+def test_a_50_mb_description_is_refused_before_parsing(tmp_path, write_jsonl):
+    """`kb build` on such a line took 135 s and 6 GB; now it is refused at file:line at once."""
+    import time
+
+    huge = entry("scene.huge", "scene", "huge", "x" * 50_000_000)
+    path = write_jsonl([GOOD, huge])
+    start = time.perf_counter()
+    with pytest.raises(KnowledgeBaseError, match=rf"{path}:2: line of 500000\d\d characters"):
+        load_entries([path])
+    yaml_path = tmp_path / "huge.yaml"
+    yaml_path.write_text(
+        f"- id: scene.huge\n  level: scene\n  name: h\n  description: {'x' * 10**6}\n"
+    )
+    with pytest.raises(KnowledgeBaseError, match=rf"{yaml_path}:4: line of 10000\d\d characters"):
+        load_entries([yaml_path])
+    assert time.perf_counter() - start < 10
 
 
 def test_duplicate_across_files_names_both_places(write_jsonl):

@@ -324,3 +324,23 @@ def test_local_pretrained_llm_is_loaded_without_building_a_random_copy(
         torch.testing.assert_close(loaded[name], param, rtol=0, atol=0)
     model.to("cpu")  # nothing left on the meta device
     assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+def test_empty_knowledge_base_is_refused_when_retrieval_is_on(make_config, retriever, caplog):
+    """An empty base used to be accepted: every answer then came without a single cue."""
+    import logging
+
+    from geostrata.errors import KnowledgeBaseError
+
+    levels = list(retriever.emb)
+    retriever.emb["object"] = retriever.emb["object"][:0]
+    model = GeoStrataForConditionalGeneration(make_config())
+    with caplog.at_level(logging.WARNING, logger="geostrata.model.modeling"):
+        model.attach_knowledge(retriever)  # one empty level: a warning naming it
+    assert "no entries at level(s) object" in caplog.text
+    for level in levels:
+        retriever.emb[level] = retriever.emb[level][:0]
+    with pytest.raises(KnowledgeBaseError, match=r"no entries at any level .*top_k=3"):
+        GeoStrataForConditionalGeneration(make_config()).attach_knowledge(retriever)
+    for off in ({"retrieval": False}, {"top_k": 0}, {"baseline": "llava"}):
+        GeoStrataForConditionalGeneration(make_config(**off)).attach_knowledge(retriever)

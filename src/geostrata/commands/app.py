@@ -6,6 +6,7 @@ only the inference API. Heavy imports stay inside the commands so `geostrata --h
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -69,7 +70,7 @@ def serve(
     """Serve the GeoStrata web app: upload or pick an image, ask, see answer, cues and routing."""
     from rich.console import Console
 
-    from geostrata.app import AppLimits, build_app, demo_samples, launch_app
+    from geostrata.app import AppLimits, build_app, demo_samples, launch_app, private_cache
     from geostrata.chat import ensure_checkpoint
     from geostrata.device import resolve_device
     from geostrata.inference import load_model
@@ -84,4 +85,10 @@ def serve(
     limits = AppLimits()
     samples = demo_samples(Path(loaded.cfg.data.root))
     console.print(f"serving on http://{host}:{port}  (Ctrl-C stops)")
-    launch_app(build_app(loaded, samples, limits), limits, samples, host, port)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the upload cache is removed then too
+    with private_cache():  # uploads live there, deleted as they age and all at exit
+        launch_app(build_app(loaded, samples, limits), limits, samples, host, port)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)

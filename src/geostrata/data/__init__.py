@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from geostrata.data.folder import IMAGE_EXTENSIONS, SceneFolderDataset
     from geostrata.data.images import (
+        DEFAULT_MAX_BYTES,
         DEFAULT_MAX_PIXELS,
         BandPolicy,
         as_rgb,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "BandPolicy": "images",
+    "DEFAULT_MAX_BYTES": "images",
     "as_rgb": "images",
     "DEFAULT_MAX_PIXELS": "images",
     "check_image_files": "images",

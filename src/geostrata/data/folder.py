@@ -67,18 +67,29 @@ class SceneFolderDataset(ImageRecords, Dataset[Sample]):
         """Every image file in the class folders, sorted; others skipped with one warning."""
         images: list[Path] = []
         skipped: list[str] = []
+        empty: list[str] = []  # class folders that exist but hold no image
         for name in self.classes:
             folder = self.class_root / name
+            found = len(images)
             for path in sorted(folder.iterdir()) if folder.is_dir() else []:
                 hidden = path.name.startswith(".")
                 if not hidden and path.is_file() and path.suffix.lower() in self.extensions:
                     images.append(path)
                 else:
                     skipped.append(f"{name}/{path.name}")
+            if folder.is_dir() and len(images) == found:
+                empty.append(str(folder))
         if skipped:
             logger.warning(
                 "%s: skipped %d hidden, non-image or nested entries (e.g. %s)",
                 self.class_root, len(skipped), ", ".join(skipped[:WARN_EXAMPLES]),
+            )
+        if empty and images:
+            logger.warning(
+                "%d class folder(s) hold no image files with extensions %s, so their classes "
+                "get no samples: %s",
+                len(empty), self.extensions, ", ".join(empty[:WARN_EXAMPLES])
+                + (f" and {len(empty) - WARN_EXAMPLES} more" if len(empty) > WARN_EXAMPLES else ""),
             )
         if not images:
             raise DatasetNotFoundError(

@@ -14,6 +14,12 @@ Policy in short:
   mask, and the pixels under it are already zero or meaningless either way.
 - uint8 is kept as is; any other sample type (16-bit, 32-bit, float) gets a per-image 2-98
   percentile stretch, computed jointly over the three chosen bands so colour balance survives.
+
+Memory is bounded before anything is decoded: `max_pixels` bounds H x W, and `max_bytes` the
+decoded samples held at once, computed from the header. TIFFs are read band by band where the
+layout allows (`tiffbands`): only the three chosen bands are kept, one strip or tile at a time
+is decoded, and a pyramid level that fits is read when the full size does not. The stretch
+works through the chosen bands a few rows at a time, so it adds no full-size float copy.
 """
 
 from __future__ import annotations
@@ -29,15 +35,18 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from geostrata.data import tiffbands
 from geostrata.errors import ConfigError, ImageError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 100_000_000  # H * W bound: a decompression-bomb guard, not a quality limit
+DEFAULT_MAX_BYTES = 2**30  # decoded samples held at once (peak memory stays under about 2x this)
 MAX_ELEMENTS_PER_PIXEL = 32  # bounds H * W * bands of a TIFF stack before it is read
 SENTINEL2_RGB = (3, 2, 1)  # B4 (red), B3 (green), B2 (blue) in Sentinel-2's 12/13-band order
 STRETCH_PERCENTILES = (2.0, 98.0)
-STRETCH_SAMPLES = 1_000_000  # percentiles of a strided sample: same result, bounded time
+STRETCH_SAMPLES = 1_000_000  # percentiles of a sample of this many values: bounded time
+STRETCH_CHUNK = 2**22  # values stretched at once: float temporaries stay a few tens of MB
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both orders
 PILLOW_TIFF_PHOTOMETRICS = (5, 6, 8)  # SEPARATED (CMYK), YCBCR, CIELAB: Pillow converts these
 MISSING_LISTED = 50  # how many missing files an error message names before summarising
@@ -67,36 +76,38 @@ class BandPolicy:
 
 
 def read_image(
-    path: str | Path, bands: BandPolicy | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    path: str | Path,
+    bands: BandPolicy | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> np.ndarray:
     """Read `path` as an (H, W, 3) uint8 array, or raise an `ImageError` naming the file.
 
     TIFFs go through tifffile (multispectral stacks, 16-bit, float, (C, H, W) or (H, W, C));
     everything else, and TIFFs tifffile cannot decode without extra codecs, through Pillow.
+    `max_pixels` bounds H x W and `max_bytes` the decoded bytes held at once; both are checked
+    from the header, before decoding.
     """
     path = Path(path)
     _check_file(path)
+    policy = bands or BandPolicy()
     if _is_tiff(path):
-        bands_hwc = _read_tiff(path, max_pixels)  # (H, W, C)
+        rgb = _read_tiff(path, policy, max_pixels, max_bytes)  # (H, W, 3)
     else:
-        bands_hwc = _read_pillow(path, max_pixels)  # (H, W, C)
-    return as_rgb(bands_hwc, bands, path)
+        rgb = _select(_read_pillow(path, max_pixels, max_bytes), policy, path)  # (H, W, 3)
+    return _as_uint8(rgb, path)
 
 
 def as_rgb(
     stack: np.ndarray, bands: BandPolicy | None = None, source: str | Path = "array"
 ) -> np.ndarray:
     """An (H, W) or (H, W, C) array of any band count and sample type -> (H, W, 3) uint8, by the
-    band policy; `source` names the array in errors (the file path for `read_image`)."""
+    band policy, exactly as `read_image` maps a file's bands; `source` names it in errors."""
     if not isinstance(stack, np.ndarray) or stack.ndim not in (2, 3):
         shape = getattr(stack, "shape", type(stack).__name__)
         raise ImageError(f"{source}: expected an (H, W) or (H, W, C) array, got {shape}")
     bands_hwc = stack[:, :, None] if stack.ndim == 2 else stack  # (H, W, C)
-    if bands_hwc.size == 0:
-        raise ImageError(f"{source}: zero-size image (shape {bands_hwc.shape})")
-    indices = _band_indices(bands or BandPolicy(), bands_hwc.shape[2], source)
-    rgb = bands_hwc[:, :, list(indices)]  # (H, W, 3)
-    return _as_uint8(rgb, source)
+    return _as_uint8(_select(bands_hwc, bands or BandPolicy(), source), source)
 
 
 def missing_files(paths: Iterable[str | Path]) -> list[str]:
@@ -184,8 +195,26 @@ def _check_pixels(path: Path, height: int, width: int, max_pixels: int) -> None:
         )
 
 
-def _read_tiff(path: Path, max_pixels: int) -> np.ndarray:
-    """Decode with tifffile; fall back to Pillow for compressions tifffile lacks codecs for."""
+def _check_bytes(path: Path, needed: int, what: str, max_bytes: int) -> None:
+    if needed > max_bytes:
+        raise ImageError(
+            f"{path}: decoding needs {_size(needed)} ({what}), over the limit of "
+            f"{_size(max_bytes)} (max_bytes={max_bytes}; pass a larger max_bytes if the machine "
+            "has the memory, or crop the image)"
+        )
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.2f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
+
+
+def _read_tiff(path: Path, policy: BandPolicy, max_pixels: int, max_bytes: int) -> np.ndarray:
+    """Decode with tifffile into (H, W, 3) in the file's sample type; fall back to Pillow for
+    compressions tifffile lacks codecs for.
+
+    Layouts `tiffbands` understands are read band by band (only the chosen bands, one strip
+    at a time); the rest (palette, bilevel, odd stacks) are decoded whole, within max_bytes.
+    """
     try:
         with _tifffile_errors() as errors, tifffile.TiffFile(path) as tif:
             series = tif.series[0]
@@ -194,20 +223,58 @@ def _read_tiff(path: Path, max_pixels: int) -> np.ndarray:
             page = tif.pages[0]
             photometric = int(page.photometric)
             if photometric in PILLOW_TIFF_PHOTOMETRICS:
-                return _read_pillow(path, max_pixels)
-            stack = series.asarray()
+                return _select(_read_pillow(path, max_pixels, max_bytes), policy, path)
             colormap = page.colormap if photometric == 3 else None
+            layout = tiffbands.plan(series) if colormap is None else None
+            if layout is not None:
+                indices = _band_indices(policy, layout.n_bands, path)
+                layout = _fitting_level(path, series, layout, len(set(indices)), max_bytes)
+                stack = tiffbands.read_bands(layout, indices)  # (H, W, 3)
+            else:
+                itemsize = np.dtype(series.dtype).itemsize if series.dtype is not None else 1
+                needed = int(np.prod(shape, dtype=np.float64)) * itemsize
+                _check_bytes(path, needed, f"all of {shape} {series.dtype}", max_bytes)
+                stack = series.asarray()
         if errors:  # tifffile logs (not raises) broken page chains and short strips
             raise ImageError(f"{path}: corrupt or truncated TIFF: {errors[0]}")
     except ImageError:
         raise
     except Exception as tiff_err:  # tifffile raises many types on corrupt input
-        return _tiff_fallback(path, max_pixels, tiff_err)
+        return _select(_tiff_fallback(path, max_pixels, max_bytes, tiff_err), policy, path)
+    if layout is not None:
+        return _invert_miniswhite(stack) if photometric == 0 else stack
     if colormap is not None and stack.ndim == 2:
         stack, axes = _apply_palette(stack, colormap), "YXS"  # (H, W, 3)
     elif photometric == 0:
         stack = _invert_miniswhite(stack)
-    return _to_hwc(stack, axes if stack.ndim == len(axes) else "", path)
+    return _select(_to_hwc(stack, axes if stack.ndim == len(axes) else "", path), policy, path)
+
+
+def _fitting_level(
+    path: Path, series: object, layout: tiffbands.Layout, n_chosen: int, max_bytes: int
+) -> tiffbands.Layout:
+    """`layout` when its chosen bands fit max_bytes, else the largest pyramid level that does."""
+    needed = layout.needed_bytes(n_chosen)
+    if needed <= max_bytes:
+        return layout
+    for number, level in enumerate(getattr(series, "levels", [])[1:], start=1):
+        smaller = tiffbands.plan(level)
+        if smaller is None or smaller.n_bands != layout.n_bands:
+            continue
+        if smaller.needed_bytes(n_chosen) <= max_bytes:
+            logger.warning(
+                "%s: full size %dx%d needs %s, over max_bytes; reading pyramid level %d "
+                "(%dx%d) instead",
+                path, layout.width, layout.height, _size(needed), number, smaller.width,
+                smaller.height,
+            )
+            return smaller
+    what = (
+        f"{n_chosen} of {layout.n_bands} band(s) of {layout.width}x{layout.height} "
+        f"{layout.dtype.name}, plus a {_size(layout.segment_bytes)} strip or tile"
+    )
+    _check_bytes(path, needed, what, max_bytes)
+    return layout
 
 
 class _ErrorCollector(logging.Handler):
@@ -233,7 +300,9 @@ def _tifffile_errors() -> Iterator[list[str]]:
         tiff_logger.removeHandler(collector)
 
 
-def _tiff_fallback(path: Path, max_pixels: int, tiff_err: Exception) -> np.ndarray:
+def _tiff_fallback(
+    path: Path, max_pixels: int, max_bytes: int, tiff_err: Exception
+) -> np.ndarray:
     """JPEG/LZW/... TIFFs need imagecodecs in tifffile; Pillow reads the 8-bit ones.
 
     Only a missing codec falls back: for any other failure Pillow would happily return the
@@ -243,7 +312,7 @@ def _tiff_fallback(path: Path, max_pixels: int, tiff_err: Exception) -> np.ndarr
     if "imagecodecs" not in message:
         raise ImageError(f"{path}: corrupt, truncated or unsupported TIFF: {message}") from tiff_err
     try:
-        return _read_pillow(path, max_pixels)
+        return _read_pillow(path, max_pixels, max_bytes)
     except ImageError as pil_err:
         raise ImageError(
             f"{path}: TIFF compression needs the 'imagecodecs' package and Pillow could not "
@@ -265,10 +334,14 @@ def _check_tiff_size(path: Path, shape: tuple[int, ...], max_pixels: int) -> Non
 
 
 def _apply_palette(indices: np.ndarray, colormap: np.ndarray) -> np.ndarray:
-    """Palette TIFFs store indices into a (3, N) uint16 colour map: look them up."""
-    clipped = np.clip(indices.astype(np.int64), 0, colormap.shape[1] - 1)  # (H, W)
-    rgb = np.moveaxis(colormap[:, clipped], 0, -1)  # (H, W, 3)
-    return (rgb >> 8).astype(np.uint8) if rgb.max() > 255 else rgb.astype(np.uint8)
+    """Palette TIFFs store indices into a (3, N) uint16 colour map: look them up.
+
+    A map whose values all fit 8 bits was written as 8-bit by its writer and is used as is.
+    """
+    table = colormap.T  # (N, 3)
+    table = (table >> 8 if table.max() > 255 else table).astype(np.uint8)
+    clipped = np.clip(indices, 0, table.shape[0] - 1)  # (H, W), the index dtype
+    return table[clipped]  # (H, W, 3)
 
 
 def _invert_miniswhite(stack: np.ndarray) -> np.ndarray:
@@ -306,11 +379,14 @@ def _to_hwc(stack: np.ndarray, axes: str, path: Path) -> np.ndarray:
     return stack if bands_last else np.moveaxis(stack, 0, -1)  # (H, W, C)
 
 
-def _read_pillow(path: Path, max_pixels: int) -> np.ndarray:
+def _read_pillow(path: Path, max_pixels: int, max_bytes: int) -> np.ndarray:
     """Verify, then decode with Pillow into (H, W, C) with C in {1, 3} (alpha dropped)."""
     try:
         with Image.open(path) as image:
             _check_pixels(path, image.height, image.width, max_pixels)
+            needed = _pillow_bytes(image)
+            what = f"{image.width}x{image.height} {image.mode}"
+            _check_bytes(path, needed, what, max_bytes)
             image.verify()
         stack = _png16_colour(path)
         if stack is not None:
@@ -326,6 +402,18 @@ def _read_pillow(path: Path, max_pixels: int) -> np.ndarray:
             f"{path}: cannot decode image (corrupt, truncated or unsupported format): "
             f"{type(err).__name__}: {err}"
         ) from err
+
+
+def _pillow_bytes(image: Image.Image) -> int:
+    """Decoded bytes of a Pillow image: its bands at their stored depth (16-bit PNGs: 2)."""
+    mode = image.mode
+    if mode in ("I", "F"):
+        depth = 4
+    elif mode.startswith("I;16") or any(";16" in str(tile.args) for tile in image.tile):
+        depth = 2
+    else:
+        depth = 1
+    return image.width * image.height * len(image.getbands()) * depth
 
 
 def _pillow_array(image: Image.Image) -> np.ndarray:
@@ -352,7 +440,7 @@ def _png16_colour(path: Path) -> np.ndarray | None:
     values (a few thousand out of 65535) nearly black. Decoding the same data a second time
     with the little-endian raw mode yields the low bytes, so the full value is recovered.
     """
-    halves = []
+    combined = None
     for suffix in (";16B", ";16L"):
         with Image.open(path) as image:
             if image.format != "PNG" or image.mode not in ("RGB", "RGBA") or len(image.tile) != 1:
@@ -362,11 +450,16 @@ def _png16_colour(path: Path) -> np.ndarray | None:
             if not isinstance(rawmode, str) or not rawmode.endswith(";16B"):
                 return None
             image.tile = [tile._replace(args=rawmode[:-4] + suffix)]
-            halves.append(np.asarray(image)[:, :, :3].astype(np.uint16))  # (H, W, 3)
-    return (halves[0] << 8) | halves[1]  # (H, W, 3) uint16
+            half = np.asarray(image)[:, :, :3]  # (H, W, 3) uint8: the high, then the low bytes
+            if combined is None:
+                combined = half.astype(np.uint16)
+                combined <<= 8
+            else:
+                combined |= half
+    return combined  # (H, W, 3) uint16
 
 
-def _band_indices(policy: BandPolicy, n_bands: int, path: Path) -> tuple[int, int, int]:
+def _band_indices(policy: BandPolicy, n_bands: int, path: str | Path) -> tuple[int, int, int]:
     if policy.rgb is not None:
         if max(policy.rgb) >= n_bands:
             raise ImageError(
@@ -383,7 +476,17 @@ def _band_indices(policy: BandPolicy, n_bands: int, path: Path) -> tuple[int, in
     return defaults[n_bands]
 
 
-def _as_uint8(rgb: np.ndarray, path: Path) -> np.ndarray:
+def _select(stack: np.ndarray, policy: BandPolicy, path: str | Path) -> np.ndarray:
+    """The policy's three bands of an (H, W, C) stack: a view when they are the first three."""
+    if stack.size == 0:
+        raise ImageError(f"{path}: zero-size image (shape {stack.shape})")
+    indices = _band_indices(policy, stack.shape[2], path)
+    if indices == (0, 1, 2):
+        return stack[:, :, :3]  # (H, W, 3) view
+    return stack[:, :, list(indices)]  # (H, W, 3)
+
+
+def _as_uint8(rgb: np.ndarray, path: str | Path) -> np.ndarray:
     """uint8 unchanged, bool to 0/255, other real types through the percentile stretch."""
     if rgb.dtype == np.uint8:
         return np.ascontiguousarray(rgb)
@@ -399,20 +502,56 @@ def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
 
     One range for the whole image (not per band) keeps the colour balance. NaN/inf become 0.
     A constant image falls back to the dtype's range (integers) or 0..1 (floats).
+    Percentiles come from at most STRETCH_SAMPLES values (all of them in smaller images), and
+    the values are mapped a few rows at a time, so no full-size float copy is made.
     """
-    work = values.astype(np.float64 if values.dtype.itemsize > 4 else np.float32)
-    finite = np.isfinite(work)
-    sample = work[finite]
+    values = np.asarray(values)
+    out = np.empty(values.shape, dtype=np.uint8)
+    if values.size == 0:
+        return out
+    work_type = np.float64 if values.dtype.itemsize > 4 else np.float32
+    sample = _stretch_sample(values).astype(work_type)
     if sample.size == 0:
-        return np.zeros(values.shape, dtype=np.uint8)
-    step = max(1, sample.size // STRETCH_SAMPLES)
-    low, high = (float(v) for v in np.percentile(sample[::step], STRETCH_PERCENTILES))
+        out.fill(0)
+        return out
+    low, high = (float(v) for v in np.percentile(sample, STRETCH_PERCENTILES))
     if not high > low:
         low, high = _dtype_range(values.dtype)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        scaled = (work - low) / (high - low)
-        scaled = np.where(finite & np.isfinite(scaled), scaled, 0.0)
-    return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    rows = values.reshape(-1) if values.ndim == 0 else values
+    out_rows = out.reshape(-1) if values.ndim == 0 else out
+    step = max(1, STRETCH_CHUNK // max(1, rows[0].size))
+    for first in range(0, rows.shape[0], step):
+        work = rows[first : first + step].astype(work_type)
+        finite = np.isfinite(work)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            work -= low
+            work /= high - low
+            finite &= np.isfinite(work)
+        work[~finite] = 0.0
+        np.clip(work, 0.0, 1.0, out=work)
+        work *= 255.0
+        work += 0.5
+        out_rows[first : first + step] = work.astype(np.uint8)
+    return out
+
+
+def _stretch_sample(values: np.ndarray) -> np.ndarray:
+    """The finite values to take percentiles of: all of them up to 2 x STRETCH_SAMPLES, else
+    STRETCH_SAMPLES picked at fixed random positions (the same for every call), so a stride
+    cannot line up with the band interleave or the row length."""
+    flat = values.reshape(-1) if values.flags.c_contiguous else None
+    if values.size < 2 * STRETCH_SAMPLES:
+        sample = values.reshape(-1)
+    else:
+        positions = np.random.default_rng(0).integers(0, values.size, STRETCH_SAMPLES)
+        positions.sort()
+        if flat is not None:
+            sample = flat[positions]
+        else:
+            sample = values[np.unravel_index(positions, values.shape)]
+    if sample.dtype.kind == "f":
+        sample = sample[np.isfinite(sample)]
+    return sample
 
 
 def _dtype_range(dtype: np.dtype) -> tuple[float, float]:

@@ -25,6 +25,13 @@ ENTRY_SUFFIXES: tuple[str, ...] = (".jsonl", ".yaml", ".yml")
 RESERVED_FILES: frozenset[str] = frozenset({"paraphrases.jsonl"})
 REQUIRED_FIELDS: tuple[str, ...] = ("id", "level", "name", "description")
 LIST_FIELDS: tuple[str, ...] = ("synonyms", "parents", "related", "datasets")
+# Bounds on what one entry may hold. The encoders see at most a few hundred tokens (MiniLM:
+# 256, about 1,500 characters), so longer text only costs time and memory: a 50 MB description
+# took 135 s and 6 GB to build. The shipped entries stay far below (description <= 225).
+MAX_DESCRIPTION_CHARS = 2_000
+MAX_TEXT_CHARS = 200  # id, name, and each item of a list field
+MAX_LIST_ITEMS = 100
+MAX_LINE_CHARS = 100_000  # a JSONL / YAML line is refused before it is parsed
 
 
 class Level(str, Enum):
@@ -89,6 +96,12 @@ def _entry_from_record(record: _Record) -> Entry:
             raise KnowledgeBaseError(f"{where}: missing field {name!r}")
         if not isinstance(data[name], str) or not data[name].strip():
             raise KnowledgeBaseError(f"{where}: field {name!r} must be a non-empty string")
+    for name in ("id", "name", "description"):
+        limit = MAX_DESCRIPTION_CHARS if name == "description" else MAX_TEXT_CHARS
+        if len(data[name]) > limit:
+            raise KnowledgeBaseError(
+                f"{where}: field {name!r} has {len(data[name])} characters; the limit is {limit}"
+            )
     levels = [level.value for level in Level]
     if data["level"] not in levels:
         raise KnowledgeBaseError(
@@ -98,6 +111,16 @@ def _entry_from_record(record: _Record) -> Entry:
         value = data.get(name, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise KnowledgeBaseError(f"{where}: field {name!r} must be a list of strings")
+        if len(value) > MAX_LIST_ITEMS:
+            raise KnowledgeBaseError(
+                f"{where}: field {name!r} has {len(value)} items; the limit is {MAX_LIST_ITEMS}"
+            )
+        longest = max(value, key=len, default="")
+        if len(longest) > MAX_TEXT_CHARS:
+            raise KnowledgeBaseError(
+                f"{where}: field {name!r} has an item of {len(longest)} characters; the limit "
+                f"is {MAX_TEXT_CHARS}"
+            )
     # key=str: YAML keys may be ints or dates, which do not sort against strings.
     unknown = sorted(set(data) - set(REQUIRED_FIELDS) - set(LIST_FIELDS), key=str)
     if unknown:
@@ -106,8 +129,16 @@ def _entry_from_record(record: _Record) -> Entry:
     return Entry(**{name: data[name] for name in REQUIRED_FIELDS}, **lists)
 
 
+def _check_line_length(path: Path, number: int, line: str) -> None:
+    if len(line) > MAX_LINE_CHARS:
+        raise KnowledgeBaseError(
+            f"{path}:{number}: line of {len(line)} characters; the limit is {MAX_LINE_CHARS} "
+            f"(an entry's description holds at most {MAX_DESCRIPTION_CHARS})"
+        )
+
+
 def _read_jsonl(path: Path) -> list[_Record]:
-    rows = read_jsonl(path, KnowledgeBaseError, comments=True)
+    rows = read_jsonl(path, KnowledgeBaseError, comments=True, max_line_chars=MAX_LINE_CHARS)
     return [_Record(value, where) for where, value in rows]
 
 
@@ -115,6 +146,8 @@ def _read_yaml(path: Path) -> list[_Record]:
     import yaml
 
     text = read_utf8(path, KnowledgeBaseError)
+    for number, line in enumerate(text.split("\n"), start=1):
+        _check_line_length(path, number, line)
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)

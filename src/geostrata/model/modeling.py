@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +30,8 @@ from geostrata.model.experts import SemanticExperts
 from geostrata.model.fusion import CrossModalFusion, LlavaProjector, splice_image_tokens
 from geostrata.model.outputs import GeoStrataOutput, RetrievedCues
 from geostrata.model.vision import MultiLevelFeatures, MultiLevelVisionEncoder, _local_path
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -124,6 +127,8 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
                 f"knowledge base uses encoder {retriever.encoder_name!r}, the "
                 f"model was trained with {cfg.knowledge_encoder!r}"
             )
+        if cfg.baseline != "llava" and cfg.retrieval and cfg.top_k > 0:
+            _check_entries_to_retrieve(retriever, list(cfg.levels), cfg.top_k)
         cfg.knowledge_encoder = retriever.encoder_name
         if cfg.baseline != "llava":
             self.augmentation.attach(retriever, self.llm.get_input_embeddings().weight.device)
@@ -386,3 +391,21 @@ def count_parameters(config: GeoStrataConfig) -> dict[str, object]:
         comp[kind] += param.numel()
         counts[kind] += param.numel()
     return counts
+
+
+def _check_entries_to_retrieve(retriever: Retriever, levels: list[str], top_k: int) -> None:
+    """A model that retrieves needs entries to retrieve: an empty base would answer silently
+    without any cue, so it is refused; a level without entries only warns."""
+    empty = [level for level in levels if not retriever.level_ids(level)]
+    if len(empty) == len(levels):
+        raise KnowledgeBaseError(
+            f"the knowledge base has no entries at any level the model retrieves from "
+            f"({', '.join(levels)}; retrieval on, top_k={top_k}), so every answer would come "
+            "without cues: attach the base the model was trained with (the 'knowledge' of its "
+            "experiment.yaml) or one that has entries"
+        )
+    if empty:
+        logger.warning(
+            "the knowledge base has no entries at level(s) %s: no cues are retrieved there",
+            ", ".join(empty),
+        )

@@ -4,7 +4,9 @@ Images are rendered and saved by workers (each image only needs its own spec); t
 writes the per-split files in id order, so the output is byte-identical for any worker count.
 """
 
+import json
 import multiprocessing
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,7 @@ from geostrata.data.synthetic.vocab import (
 from geostrata.errors import ConfigError, InputError
 
 SPLITS = ("train", "test")
+IN_PROGRESS = ".synthesis-in-progress"  # written first, removed after meta.json (written last)
 
 
 @dataclass(frozen=True)
@@ -71,14 +74,25 @@ def _render(job: tuple[str, ImageSpec]) -> dict:
 
 
 def _prepare(root: Path) -> None:
-    """Create the folder; replace an earlier synthetic output, never anything else."""
+    """Claim the folder: replace an earlier or unfinished synthesis, never anything else.
+
+    The IN_PROGRESS marker is written before anything else and removed only after meta.json,
+    the last file. So a folder holding the marker is ours whatever a kill left in it (it is
+    cleared and written again), and meta.json without the marker means a finished synthesis.
+    Earlier outputs are removed meta.json first, so a kill while clearing cannot leave a
+    meta.json beside half the images.
+    """
     if root.exists() and any(root.iterdir()):
-        if not (root / "meta.json").is_file():
-            raise InputError(f"{root} is not empty and holds no meta.json from an earlier "
-                             "synthesis; refusing to write into it")  # fmt: skip
-        for name in OUTPUTS:
-            shutil.rmtree(root / name, ignore_errors=True)
-        (root / "meta.json").unlink()
+        if not ((root / "meta.json").is_file() or (root / IN_PROGRESS).is_file()):
+            raise InputError(f"{root} is not empty and holds neither meta.json nor {IN_PROGRESS} "
+                             "from an earlier synthesis; refusing to write into it (choose an "
+                             "empty or new folder)")  # fmt: skip
+    root.mkdir(parents=True, exist_ok=True)
+    (root / IN_PROGRESS).write_text(json.dumps({"pid": os.getpid()}) + "\n")
+    (root / "meta.json").unlink(missing_ok=True)
+    (root / "meta.json.tmp").unlink(missing_ok=True)  # a kill inside write_json leaves it
+    for name in OUTPUTS:
+        shutil.rmtree(root / name, ignore_errors=True)
     for name in OUTPUTS:
         (root / name).mkdir(parents=True, exist_ok=True)
 
@@ -159,6 +173,8 @@ def synthesize(
 
     Image ids run 0..n_train-1 for train, then n_train.. for test; same arguments give the same
     bytes whatever `workers` is. ``holdout``: classes kept out of the training split (holdout.py).
+    A synthesis killed part-way is started again by the next call into the same folder (see
+    `_prepare`).
     """
     holdout = holdout or Holdout()
     cfg = SynthConfig(n_train, n_test, size, seed, grid, workers, holdout)
@@ -176,4 +192,5 @@ def synthesize(
     for split, part in (("train", annotations[:n_train]), ("test", annotations[n_train:])):
         qid = write_split(root, split, ask(seed, part, hidden[split]), qid)
     write_json(root / "meta.json", meta(cfg), indent=2)
+    (root / IN_PROGRESS).unlink()
     return root
