@@ -65,12 +65,15 @@ def read_jsonl(
 
     A line that is not JSON raises `error` naming file:line and column, or is skipped with
     ``skip_bad`` (a log a kill may have cut short). ``comments``: lines starting with ``#`` are
-    skipped. Lines split on "\\n" only: U+2028 may sit raw inside a JSON string.
+    skipped. A line over ``max_line_chars`` is refused before it is parsed. Lines split on
+    "\\n" only: U+2028 may sit raw inside a JSON string.
     """
     for number, line in enumerate(read_utf8(path, error).split("\n"), start=1):
+        where = f"{path}:{number}"
+        if max_line_chars is not None and len(line) > max_line_chars:
+            raise error(f"{where}: line of {len(line)} characters; the limit is {max_line_chars}")
         if not line.strip() or (comments and line.lstrip().startswith("#")):
             continue
-        where = f"{path}:{number}"
         try:
             yield where, json.loads(line)
         except json.JSONDecodeError as err:
