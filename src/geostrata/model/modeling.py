@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from geostrata.model.experts import SemanticExperts
 from geostrata.model.fusion import CrossModalFusion, LlavaProjector, splice_image_tokens
 from geostrata.model.outputs import GeoStrataOutput
 from geostrata.model.vision import MultiLevelFeatures, MultiLevelVisionEncoder, _local_path
+from geostrata.weights import hf_progress_bars_off
 
 
 @dataclass
@@ -74,6 +76,12 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         self._configure_trainable()
 
     # ---- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> GeoStrataForConditionalGeneration:
+        """transformers' loading (same arguments), without its per-tensor progress bar."""
+        with hf_progress_bars_off():
+            return super().from_pretrained(*args, **kwargs)
+
     def _load_pretrained_llm(self) -> None:
         path = _local_path(self.config.text_name_or_path)
         if path is None or torch.empty(0).device.type == "meta":
