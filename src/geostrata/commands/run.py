@@ -148,6 +148,6 @@ def ablate(
         raise _fail(exc) from exc
     text = markdown_table(result)
     typer.echo(text)
-    typer.echo(f"question-only prior: {result.prior}  wall time {result.wall_s:.0f}s")
+    typer.echo(f"wall time {result.wall_s:.0f}s")  # the prior is the table's last row
     if table is not None:
         write_text_atomic(table, text + "\n")
