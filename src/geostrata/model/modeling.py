@@ -1,6 +1,6 @@
 """GeoStrataForConditionalGeneration: the composed model.
 
-DESIGN.md, "One sample's way through the model":
+docs/architecture.md, "One sample's way through the model":
 
 image -> MultiLevelVisionEncoder -> SemanticAugmentation (retrieval + alignment loss)
       -> SemanticExperts (router + balance loss) -> CrossModalFusion -> spliced at <image> -> LLM.
