@@ -117,8 +117,8 @@ def load_safetensors_weights(
 
 @contextlib.contextmanager
 def hf_progress_bars_off() -> Iterator[None]:
-    """transformers' per-tensor "Loading weights" bars off while we load a model (restored
-    after): they said nothing a user could act on and buried our own output (chat, eval)."""
+    """transformers' "Loading weights" / "Writing model shards" bars off while we load or save
+    a model (restored after): they said nothing a user could act on and buried our own output."""
     from transformers.utils import logging as hf_logging
 
     was_on = hf_logging.is_progress_bar_enabled()

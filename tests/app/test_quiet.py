@@ -55,3 +55,18 @@ def test_progress_bars_are_off_only_while_loading(trained_model_dir):
     hf_logging.enable_progress_bar()  # the default, unless HF_HUB_DISABLE_PROGRESS_BARS is set
     load_model(trained_model_dir)
     assert hf_logging.is_progress_bar_enabled()  # scoped to our loading, not switched off for good
+
+
+def test_saving_a_model_prints_nothing(trained_model_dir, tmp_path, capfd):
+    import dataclasses
+
+    from geostrata.session import Session, save_session
+
+    loaded = load_model(trained_model_dir)
+    cfg = dataclasses.replace(loaded.cfg, output_dir=str(tmp_path))
+    session = Session(cfg, None, loaded.knowledge, loaded.processor, loaded.model, None, None, None)
+    capfd.readouterr()
+    saved = save_session(session)
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", ""), f"save_session printed:\n{out}{err}"
+    assert (saved / "model.safetensors").is_file()
