@@ -27,12 +27,14 @@ def _print_summary(title: str, summary: dict[str, float]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in summary.items():
         table.add_row(key, f"{100 * value:.1f}%")
-    Console().print(table)
+    console = Console()
+    console.print(title)  # on its own line: as a table title it wrapped to the narrow table
+    console.print(table)
 
 
 def demo(
