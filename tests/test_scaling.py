@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from geostrata.errors import ConfigError
+from geostrata.model import GeoStrataConfig, count_parameters
 from geostrata.scaling import (
     DTYPE_BYTES,
     GIB,
@@ -24,8 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def base() -> Any:
-    configuration = pytest.importorskip("geostrata.model.configuration")
-    return configuration.GeoStrataConfig.from_preset("base")
+    return GeoStrataConfig.from_preset("base")
 
 
 def _est(config: Any, **kwargs: Any) -> Estimate:
@@ -43,8 +43,7 @@ def test_llm_closed_form_matches_meta_device_count(base: Any) -> None:
 
 
 def test_counts_agree_with_the_model_package(base: Any) -> None:
-    model = pytest.importorskip("geostrata.model")
-    ref = model.count_parameters(base)
+    ref = count_parameters(base)
     comps = ref["components"]
     est = _est(base)
     assert est.params.vision == comps["vision"]["frozen"]
@@ -133,7 +132,6 @@ def test_invalid_settings_raise(base: Any, kwargs: dict[str, Any]) -> None:
 
 
 def test_unknown_preset_raises() -> None:
-    pytest.importorskip("geostrata.model.configuration")
     with pytest.raises(ConfigError, match="huge"):
         estimate("huge")
 

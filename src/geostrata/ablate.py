@@ -40,6 +40,8 @@ COLUMNS = (
     "retrieval_region",
     "retrieval_object",
 )
+PRIOR_ROW = "question-only prior"
+PRIOR_COLUMNS = {"vqa_oa": "prior_oa", "vqa_aa": "prior_aa"}  # table column -> summary key
 
 
 @dataclass
@@ -109,7 +111,8 @@ def _yaml(value: Any) -> str:
 
 
 def markdown_table(result: AblationResult, columns: Sequence[str] = COLUMNS) -> str:
-    """Mean ± std (in %) per variant and column; columns absent from every run are dropped."""
+    """Mean ± std (in %) per variant and column, then the question-only prior's row (the same
+    test questions for every variant); columns absent from every run are dropped."""
     present = [c for c in columns if any(c in r for runs in result.runs.values() for r in runs)]
     lines = ["| variant | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
     for variant in result.runs:
@@ -118,4 +121,8 @@ def markdown_table(result: AblationResult, columns: Sequence[str] = COLUMNS) -> 
             mean, std = result.mean_std(variant, column)
             cells.append("–" if mean != mean else f"{100 * mean:.1f} ± {100 * std:.1f}")  # nan
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    prior = [result.prior.get(PRIOR_COLUMNS.get(column, "")) for column in present]
+    if any(value is not None for value in prior):
+        cells = ["–" if value is None else f"{100 * value:.1f}" for value in prior]
+        lines.append(f"| {PRIOR_ROW} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,21 @@ def load_safetensors_weights(
     loaded = sorted(k for k in tensors if k in own)
     module.load_state_dict({k: tensors[k] for k in loaded}, strict=False)
     return WeightsLoadResult(loaded=loaded, missing=missing, unexpected=unexpected)
+
+
+@contextlib.contextmanager
+def hf_progress_bars_off() -> Iterator[None]:
+    """transformers' "Loading weights" / "Writing model shards" bars off while we load or save
+    a model (restored after): they said nothing a user could act on and buried our own output."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def _listing(keys: list[str]) -> str:

@@ -1,8 +1,15 @@
 import json
+import re
 
 import pytest
+from typer.testing import CliRunner
 
-from geostrata.ablate import VARIANTS, AblationResult, markdown_table
+from geostrata.ablate import PRIOR_ROW, VARIANTS, AblationResult, markdown_table
+from geostrata.cli import app
+from geostrata.demo import PROFILES, DemoProfile
+from geostrata.model import GeoStrataConfig
+
+CELL = re.compile(r"^(?:–|(\d+\.\d) ± (\d+\.\d))$")  # "–" where a variant lacks the column
 
 
 def test_table_reports_mean_and_std_per_variant(tmp_path):
@@ -16,10 +23,60 @@ def test_table_reports_mean_and_std_per_variant(tmp_path):
     assert "| full | 70.0 ± 10.0 | 90.0 ± 0.0 |" in table
     assert "| llava baseline | 50.0 ± 0.0 | – |" in table  # a column the variant lacks
     assert table.splitlines()[0] == "| variant | vqa_oa | level_scene |"
+    assert table.splitlines()[-1] == f"| {PRIOR_ROW} | 35.0 | – |"  # no prior for level_scene
 
 
-def test_every_variant_is_a_valid_model_override():
-    from geostrata.model import GeoStrataConfig
+def test_no_prior_no_prior_row():
+    result = AblationResult({"full": [{"vqa_oa": 0.6}]}, prior={}, wall_s=0.0)
+    assert PRIOR_ROW not in markdown_table(result)
 
-    for overrides in VARIANTS.values():
-        GeoStrataConfig.from_preset("tiny-effnet", **overrides)
+
+def test_every_variant_changes_what_it_names():
+    full = GeoStrataConfig.from_preset("tiny-effnet").to_dict()
+    for name, overrides in VARIANTS.items():
+        config = GeoStrataConfig.from_preset("tiny-effnet", **overrides).to_dict()
+        for key, value in overrides.items():
+            assert config[key] == value, (name, key)
+        if name != "full":
+            assert any(config[key] != full[key] for key in overrides), name
+
+
+def _rows(table: str) -> dict[str, list[str]]:
+    lines = table.strip().splitlines()
+    assert lines[1].startswith("|---")
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in [lines[0], *lines[2:]]]
+    return {row[0]: row[1:] for row in cells}
+
+
+def test_cli_ablation_prints_one_row_per_variant_and_the_prior(tmp_path, monkeypatch):
+    """A real `geostrata ablate` (two variants, one seed) on a tiny profile, its table read back."""
+    tiny = DemoProfile(n_train=24, n_test=8, stage1_steps=1, stage2_steps=2, batch_size=8)
+    monkeypatch.setitem(PROFILES, "tiny", tiny)
+    out, table_file = tmp_path / "ablate", tmp_path / "table.md"
+    variants = ["full", "llava baseline"]
+    args = ["ablate", "--out", str(out), "--seeds", "1", "--profile", "tiny",
+            "--table", str(table_file)]
+    result = CliRunner().invoke(app, args + [a for v in variants for a in ("--variant", v)])
+    assert result.exit_code == 0, result.output
+    table = table_file.read_text(encoding="utf-8")
+    assert table.strip() in result.output
+    rows = _rows(table)
+    header = rows.pop("variant")
+    assert list(rows) == [*variants, PRIOR_ROW] and header[:2] == ["vqa_oa", "vqa_aa"]
+    saved = json.loads((out / "ablation.json").read_text())
+    for variant in variants:
+        (summary,) = saved["runs"][variant]  # one seed
+        for column, cell in zip(header, rows[variant], strict=True):
+            match = CELL.match(cell)
+            assert match, (variant, column, cell)
+            if column in summary:
+                assert float(match[1]) == pytest.approx(100 * summary[column], abs=0.051)
+                assert match[2] == "0.0"  # one seed: no spread
+            else:
+                assert cell == "–"
+    llava = dict(zip(header, rows["llava baseline"], strict=True))
+    assert llava["retrieval_scene"] == "–"  # the baseline retrieves nothing; full does
+    prior = dict(zip(header, rows[PRIOR_ROW], strict=True))
+    assert float(prior["vqa_oa"]) == pytest.approx(100 * saved["prior"]["prior_oa"], abs=0.051)
+    assert float(prior["vqa_aa"]) == pytest.approx(100 * saved["prior"]["prior_aa"], abs=0.051)
+    assert all(cell == "–" for column, cell in prior.items() if column not in ("vqa_oa", "vqa_aa"))

@@ -112,6 +112,7 @@ def _assert_same_history(got: list[dict], want: list[dict]) -> None:
         assert math.isclose(a["loss"], b["loss"], rel_tol=1e-6, abs_tol=1e-6), (a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_killed_pipeline_resumes_to_identical_model(tmp_path):
     seed = int(os.environ.get("GEOSTRATA_KILL_SEED", random.randrange(10**6)))

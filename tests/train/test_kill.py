@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from geostrata.train import latest_checkpoint, load_checkpoint, train
@@ -14,6 +15,8 @@ from tests.train._toy import toy_config, toy_dataset, toy_model
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 12
+
+pytestmark = pytest.mark.slow
 
 
 def _run_and_kill(out: Path, min_step: int, timeout_s: float = 120.0) -> int:

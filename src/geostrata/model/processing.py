@@ -214,13 +214,15 @@ class GeoStrataProcessor:
         directory: str | Path,
         question_encoder: Callable[[list[str]], np.ndarray] | None = None,
     ) -> GeoStrataProcessor:
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer, PreTrainedConfig
 
         path = Path(directory) / CONFIG_NAME
         if not path.is_file():
             raise CheckpointError(f"{path}: processor config not found")
         cfg = json.loads(path.read_text())
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        # A model folder's config.json is GeoStrata's, which AutoTokenizer cannot map (it warned
+        # "a model of type `geostrata` ... of type ``"); tokenizer_config.json names the class.
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), config=PreTrainedConfig())
         return cls(
             tokenizer,
             cfg["image_size"],

@@ -23,7 +23,7 @@ from geostrata.errors import CheckpointError, InputError
 from geostrata.session.batching import FeatureCache, ImageStore, VQACollator
 from geostrata.session.experiment import DataConfig, ExperimentConfig
 from geostrata.session.samples import TaskData, load_task
-from geostrata.weights import verify_safetensors
+from geostrata.weights import hf_progress_bars_off, verify_safetensors
 
 MODEL_DIR = "model"
 PROCESSOR_DIR = "processor"
@@ -246,7 +246,7 @@ def save_session(session: Session, state_dict: dict[str, torch.Tensor] | None = 
     """
     path = Path(session.cfg.output_dir) / MODEL_DIR
     try:
-        with staged_dir(path) as tmp:
+        with staged_dir(path) as tmp, hf_progress_bars_off():
             session.model.save_pretrained(tmp, state_dict=state_dict)
             session.processor.save_pretrained(tmp)
             session.cfg.save(tmp / CONFIG_FILE)
