@@ -1,3 +1,11 @@
 """CLI command groups; each module owns one group and stays thin over the library."""
 
+import typer
+
 DEVICE_HELP = "auto (this process's GPU if there is one, else the CPU), cpu, cuda or cuda:N."
+
+
+def fail(exc: Exception) -> typer.Exit:
+    """Print an error as one red line; raise the returned Exit (status 1)."""
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    return typer.Exit(1)
