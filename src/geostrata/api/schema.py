@@ -9,9 +9,9 @@ user turn's text and the last image anywhere in it (:func:`last_turn`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from geostrata.errors import InputError
 
@@ -36,22 +36,31 @@ class ImageURL(_Lenient):
     detail: str | None = None  # accepted, ignored: the processor decides the resolution
 
 
-class TextPart(_Lenient):
-    type: Literal["text"]
-    text: str
+class ContentPart(_Lenient):
+    """A "text" part (with `text`) or an "image_url" part (with `image_url`)."""
 
+    type: Literal["text", "image_url"]
+    text: str | None = None
+    image_url: ImageURL | None = None
 
-class ImagePart(_Lenient):
-    type: Literal["image_url"]
-    image_url: ImageURL
-
-
-Part = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+    @model_validator(mode="after")
+    def _has_its_field(self) -> ContentPart:
+        if getattr(self, self.type) is None:
+            raise ValueError(f'a "{self.type}" part needs a "{self.type}" field')
+        return self
 
 
 class Message(_Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[Part] | None = None
+    content: list[ContentPart] = Field(default_factory=list)
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_as_part(cls, value: Any) -> Any:
+        """Plain-string content is one text part (no union: errors name one field)."""
+        if isinstance(value, str):
+            return [{"type": "text", "text": value}]
+        return [] if value is None else value
 
 
 class StreamOptions(_Lenient):
@@ -102,18 +111,16 @@ def last_turn(messages: list[Message]) -> Turn:
 
 
 def _text(message: Message) -> str:
-    if isinstance(message.content, str):
-        return message.content
-    return " ".join(p.text for p in message.content or [] if isinstance(p, TextPart))
+    return " ".join(p.text for p in message.content if p.text is not None)
 
 
 def _last_image(messages: list[Message]) -> tuple[str, str] | None:
     """(url, param) of the last image_url part of any user message."""
     found = None
     for i, message in enumerate(messages):
-        if message.role != "user" or not isinstance(message.content, list):
+        if message.role != "user":
             continue
         for j, part in enumerate(message.content):
-            if isinstance(part, ImagePart):
+            if part.image_url is not None:
                 found = (part.image_url.url, f"messages[{i}].content[{j}].image_url")
     return found

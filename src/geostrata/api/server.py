@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
@@ -303,8 +303,9 @@ def add_error_handlers(app: Any) -> None:
     async def on_invalid(_: Any, exc: RequestValidationError) -> JSONResponse:
         return respond(validation_error(list(exc.errors())))
 
-    async def on_http(_: Any, exc: HTTPException) -> JSONResponse:
-        return respond(ApiError(exc.status_code, str(exc.detail), code=str(exc.status_code)))
+    async def on_http(request: Request, exc: HTTPException) -> JSONResponse:
+        where = f"{request.method} {request.url.path}"
+        return respond(ApiError(exc.status_code, f"{where}: {exc.detail}"))
 
     async def on_crash(_: Any, exc: Exception) -> JSONResponse:
         # Starlette re-raises after this response, so uvicorn logs the traceback once
@@ -321,9 +322,12 @@ def add_error_handlers(app: Any) -> None:
 def validation_error(errors: list[dict[str, Any]]) -> ApiError:
     """pydantic's first complaint as a 400 naming the field (`messages[0].role`)."""
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    if first.get("type") == "json_invalid":
+        reason = first.get("ctx", {}).get("error", first.get("msg"))
+        return ApiError(400, f"the body is not valid JSON: {reason}")
     loc = [p for p in first.get("loc", ()) if p != "body"]
     param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or None
-    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return ApiError(400, f"{param or 'body'}: {first.get('msg', 'invalid')}{more}", param=param)
 
 
