@@ -6,6 +6,7 @@ stream_predict so the text and the timing are known.
 """
 
 import base64
+import json
 import threading
 import time
 from contextlib import contextmanager
@@ -252,12 +253,17 @@ def test_full_queue_gets_429_and_late_answers_504(loaded, sample_png, scripted):
             thread.join()
         fake.delay = 0.5  # four tokens at 0.5 s each run past the 1 s limit
         slow = post()
+        with httpx.stream("POST", f"{url}/chat/completions", json={**body, "stream": True}) as s:
+            events = [line for line in s.iter_lines() if line.startswith("data: ")]
         fake.delay = 0.0
         after = post()  # every slot was given back
     assert busy.status_code == 429 and busy.json()["error"]["code"] == "rate_limit_exceeded"
     assert [r.status_code for r in results] == [504, 504]
     assert all(r.json()["error"]["type"] == "timeout_error" for r in results)
     assert slow.status_code == 504 and after.status_code == 200
+    assert s.status_code == 200  # a stream already started reports the timeout as an event
+    assert json.loads(events[-1][6:])["error"]["type"] == "timeout_error"
+    assert '"content": "a"' in events[1] and "[DONE]" not in events[-1]
 
 
 def test_local_images_only_inside_the_root(tmp_path, sample_png):

@@ -1,17 +1,20 @@
 """The API server's bounds and its errors in OpenAI's shape.
 
-`ApiLimits` holds every bound. `Guard` (plain ASGI, in front of FastAPI) checks the API key and
-the body size before the app sees a request: a declared Content-Length over the limit is refused
-unread, and a chunked body is read only up to the limit. `Gate` admits `concurrency` requests to
-the model and `queue_size` more to wait; the next one gets a 429 at once instead of piling up.
+`ApiLimits` holds every bound. `Guard` (plain ASGI, in front of FastAPI) does everything that
+must happen before the app sees a request: the API key; admission through the `Gate`
+(`concurrency` requests at the model, `queue_size` more waiting, the next one a 429 at once, so
+at most that many bodies are ever held in memory); the body size (a declared Content-Length over
+the limit is refused unread, a chunked body read only up to the limit); the wait for a model slot
+against the request's deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from contextlib import asynccontextmanager
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -73,18 +76,14 @@ def error_body(
 
 
 class Gate:
-    """At most `concurrency` holders; up to `queue_size` more wait; beyond that, ApiError(429)."""
+    """Admission and model slots: `admit` refuses at once (429) when `concurrency` requests are
+    running and `queue_size` more are admitted; `acquire` waits for one of the model slots."""
 
     def __init__(self, concurrency: int, queue_size: int) -> None:
         self._slots = asyncio.Semaphore(concurrency)
         self._admitted, self._capacity = 0, concurrency + queue_size
 
-    @property
-    def admitted(self) -> int:
-        return self._admitted
-
-    @asynccontextmanager
-    async def slot(self, timeout_s: float) -> AsyncIterator[None]:
+    def admit(self) -> None:
         if self._admitted >= self._capacity:
             raise ApiError(
                 429,
@@ -93,16 +92,18 @@ class Gate:
                 "rate_limit_exceeded",
             )
         self._admitted += 1
+
+    def leave(self) -> None:
+        self._admitted -= 1
+
+    async def acquire(self, deadline: float) -> None:
         try:
-            await asyncio.wait_for(self._slots.acquire(), max(timeout_s, 0.0))
+            await asyncio.wait_for(self._slots.acquire(), max(deadline - time.monotonic(), 0.0))
         except TimeoutError:
-            self._admitted -= 1
             raise timeout_error() from None
-        try:
-            yield
-        finally:
-            self._slots.release()
-            self._admitted -= 1
+
+    def release(self) -> None:
+        self._slots.release()
 
 
 def timeout_error() -> ApiError:
@@ -110,22 +111,52 @@ def timeout_error() -> ApiError:
 
 
 class Guard:
-    """ASGI middleware: Bearer key (when set), then the body bounded in size and reading time."""
+    """ASGI middleware in front of the app, in this order: the Bearer key (when set); for the
+    gated path, admission (else 429, the body discarded unparsed); the body, bounded in size and
+    reading time; a model slot, waited for until the deadline (else 504). The slot is held until
+    the app has sent its last byte, streams included. The deadline (monotonic seconds) is left
+    in ``scope["state"]["deadline"]`` for the app."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None, limits: ApiLimits) -> None:
-        self.app, self.api_key, self.limits = app, api_key, limits
+    def __init__(self, app: ASGIApp, api_key: str | None, limits: ApiLimits, gated: str) -> None:
+        self.app, self.api_key, self.limits, self.gated = app, api_key, limits, gated
+        self.gate = Gate(limits.concurrency, limits.queue_size)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        deadline = time.monotonic() + self.limits.timeout_s
+        scope.setdefault("state", {})["deadline"] = deadline
         try:
             self._check_key(scope)
+            gated = scope["path"] == self.gated and scope["method"] == "POST"
+            if gated:
+                self.gate.admit()
+        except ApiError as exc:
+            await _discard(receive, self.limits.max_body_bytes)  # a clean reply, not a reset
+            await send_json(send, exc.status, exc.body())
+            return
+        try:
+            await self._handle(scope, receive, send, gated, deadline)
+        finally:
+            if gated:
+                self.gate.leave()
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, gated: bool, deadline: float
+    ) -> None:
+        try:
             body = await self._bounded_body(scope, receive)
+            if gated:
+                await self.gate.acquire(deadline)
         except ApiError as exc:
             await send_json(send, exc.status, exc.body())
             return
-        await self.app(scope, _replay(body, receive), send)
+        try:
+            await self.app(scope, _replay(body, receive), send)
+        finally:
+            if gated:
+                self.gate.release()
 
     def _check_key(self, scope: Scope) -> None:
         if self.api_key is None:
@@ -150,6 +181,17 @@ class Guard:
             raise ApiError(
                 408, "the request body took too long to arrive", code="timeout"
             ) from None
+
+
+async def _discard(receive: Receive, limit: int, seconds: float = 5.0) -> None:
+    """Read and drop up to `limit` body bytes, so a refusal reaches the client before the close."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            size, more = 0, True
+            while more and size <= limit:
+                message = await receive()
+                size += len(message.get("body", b""))
+                more = message["type"] == "http.request" and message.get("more_body", False)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

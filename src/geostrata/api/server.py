@@ -15,7 +15,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,7 @@ from geostrata.api.bounds import (
     ApiError,
     ApiLimits,
     ASGIApp,
-    Gate,
     Guard,
-    Receive,
-    Scope,
-    Send,
     error_body,
     timeout_error,
 )
@@ -44,6 +39,7 @@ from geostrata.errors import GeoStrataError, InputError
 logger = logging.getLogger(__name__)
 
 TOP_CLASSES = 5
+CHAT_PATH = "/v1/chat/completions"
 
 
 @dataclass(frozen=True)
@@ -96,22 +92,6 @@ class Steps:
         """End the generator now (frees its KV cache); it is never mid-step here, since a
         cancelled `next` waits for its worker thread."""
         self._steps.close()
-
-
-class EventStream(StreamingResponse):
-    """An SSE response that frees its gate slot and generator however it ends (finished,
-    client gone, or never started because the first send failed)."""
-
-    def __init__(self, events: AsyncIterator[str], steps: Steps, stack: AsyncExitStack) -> None:
-        super().__init__(events, media_type="text/event-stream")
-        self._steps, self._stack = steps, stack
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._steps.close()
-            await self._stack.aclose()
 
 
 def predictions(served: Served, turn: Turn, question: str, max_tokens: int) -> Iterator[Any]:
@@ -211,6 +191,8 @@ async def stream_events(
     except Exception:  # the boundary of a request: log it, tell the client, keep serving
         logger.exception("streamed completion %s failed", reply.id)
         yield sse(error_body("internal error while answering (see the server log)", "server_error"))
+    finally:
+        steps.close()
 
 
 def _as_api_error(exc: Exception) -> ApiError:
@@ -219,8 +201,8 @@ def _as_api_error(exc: Exception) -> ApiError:
     return ApiError(400, str(exc), param=getattr(exc, "param", None))
 
 
-async def complete(served: Served, gate: Gate, request: ChatRequest) -> Any:
-    """One chat completion, JSON or streamed, holding a gate slot until its last token."""
+async def complete(served: Served, request: ChatRequest, deadline: float) -> Any:
+    """One chat completion, JSON or streamed (the Guard holds its model slot until the end)."""
     from geostrata.inference import check_question
 
     if request.model != served.name:
@@ -241,23 +223,16 @@ async def complete(served: Served, gate: Gate, request: ChatRequest) -> Any:
         len(served.loaded.processor.prompt_ids(question)),  # image tokens included
         request.answer_budget(limits.default_max_tokens, limits.max_tokens),
     )
-    deadline = time.monotonic() + limits.timeout_s
-    stack = AsyncExitStack()
-    await stack.enter_async_context(gate.slot(deadline - time.monotonic()))
-    try:
-        steps = Steps(predictions(served, turn, question, reply.max_tokens), deadline)
-        first = Answer(await steps.next())  # image decoded, prompt run: errors are still a 400
-    except BaseException:
-        await stack.aclose()
-        raise
+    steps = Steps(predictions(served, turn, question, reply.max_tokens), deadline)
+    first = Answer(await steps.next())  # image decoded, prompt run: errors are still a 400
     if request.stream:
         usage = bool(request.stream_options and request.stream_options.include_usage)
-        return EventStream(stream_events(reply, first, steps, usage), steps, stack)
+        events = stream_events(reply, first, steps, usage)
+        return StreamingResponse(events, media_type="text/event-stream")
     try:
         answer = await steps.drain(first)
     finally:
         steps.close()
-        await stack.aclose()
     return JSONResponse(reply.completion(answer))
 
 
@@ -265,7 +240,6 @@ def create_app(served: Served, api_key: str | None = None) -> ASGIApp:
     """The ASGI app: FastAPI routes behind the key / body-size `Guard`."""
 
     app = FastAPI(title="GeoStrata", docs_url=None, redoc_url=None, openapi_url=None)
-    gate = Gate(served.limits.concurrency, served.limits.queue_size)
     model = {
         "id": served.name,
         "object": "model",
@@ -283,12 +257,12 @@ def create_app(served: Served, api_key: str | None = None) -> ASGIApp:
             raise ApiError(404, f"model {model_id!r} is not served here", code="model_not_found")
         return model
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: ChatRequest) -> Any:
-        return await complete(served, gate, request)
+    @app.post(CHAT_PATH)
+    async def chat_completions(body: ChatRequest, request: Request) -> Any:
+        return await complete(served, body, request.state.deadline)
 
     add_error_handlers(app)
-    return Guard(app, api_key, served.limits)
+    return Guard(app, api_key, served.limits, gated=CHAT_PATH)
 
 
 def add_error_handlers(app: Any) -> None:
@@ -332,7 +306,7 @@ def validation_error(errors: list[dict[str, Any]]) -> ApiError:
 
 
 def serve(app: ASGIApp, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the app with uvicorn until interrupted (no access log of request bodies)."""
+    """Run the app with uvicorn until interrupted."""
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, timeout_keep_alive=5, log_level="info")
