@@ -292,3 +292,16 @@ def test_limits_are_validated():
         ApiLimits(concurrency=0)
     with pytest.raises(ConfigError, match="default_max_tokens"):
         ApiLimits(default_max_tokens=300, max_tokens=256)
+
+
+def test_cli_api_refuses_bad_folders_before_serving(tmp_path, trained_model_dir):
+    from typer.testing import CliRunner
+
+    from geostrata.cli import app
+
+    not_a_model = CliRunner().invoke(app, ["api", str(tmp_path)])
+    assert not_a_model.exit_code == 1 and "model.safetensors" in not_a_model.output
+    no_root = CliRunner().invoke(
+        app, ["api", str(trained_model_dir), "--image-root", str(tmp_path / "none")]
+    )
+    assert no_root.exit_code == 1 and "--image-root" in no_root.output

@@ -36,12 +36,13 @@ def load_image_url(
     """Decode the image at `url`; every refusal is a ParamError naming `param`."""
     if url[:5].lower() == "data:":
         return _data_url(url, param, max_bytes, max_pixels)
-    if re.match(r"[a-z][a-z0-9+.-]*://", url, re.I) and not url.lower().startswith("file://"):
+    scheme = re.match(r"([a-z][a-z0-9+.-]*)://", url, re.I)
+    if scheme and scheme[1].lower() != "file":
         raise ParamError(
-            f"{url.split('://')[0]} URLs are not fetched: send the image as a base64 data: URL",
-            param,
+            f"{scheme[1]} URLs are not fetched: send the image as a base64 data: URL", param
         )
-    return _local_file(url.removeprefix("file://"), param, max_bytes, max_pixels, image_root)
+    name = url[scheme.end() :] if scheme else url
+    return _local_file(name, param, max_bytes, max_pixels, image_root)
 
 
 def _data_url(url: str, param: str, max_bytes: int, max_pixels: int) -> np.ndarray:

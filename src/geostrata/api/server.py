@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -77,8 +78,6 @@ class Steps:
         self._steps, self.deadline = steps, deadline
 
     async def next(self) -> Any | None:
-        import anyio
-
         if time.monotonic() > self.deadline:
             raise timeout_error()
         return await anyio.to_thread.run_sync(next, self._steps, None)
@@ -228,7 +227,8 @@ async def complete(served: Served, request: ChatRequest, deadline: float) -> Any
     if request.stream:
         usage = bool(request.stream_options and request.stream_options.include_usage)
         events = stream_events(reply, first, steps, usage)
-        return StreamingResponse(events, media_type="text/event-stream")
+        headers = {"Cache-Control": "no-cache"}
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     try:
         answer = await steps.drain(first)
     finally:
