@@ -305,3 +305,16 @@ def test_cli_api_refuses_bad_folders_before_serving(tmp_path, trained_model_dir)
         app, ["api", str(trained_model_dir), "--image-root", str(tmp_path / "none")]
     )
     assert no_root.exit_code == 1 and "--image-root" in no_root.output
+
+
+def test_a_crash_is_a_500_without_its_details(api_url, sample_png, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internals")
+        yield  # a generator, like stream_predict
+
+    monkeypatch.setattr("geostrata.inference.stream_predict", broken)
+    api = client(api_url)
+    with pytest.raises(openai.InternalServerError) as err:
+        api.chat.completions.create(model="geostrata", messages=ask(data_url(sample_png)))
+    assert err.value.status_code == 500 and err.value.body["type"] == "server_error"
+    assert "secret" not in err.value.response.text and "Traceback" not in err.value.response.text
