@@ -29,10 +29,12 @@ LAYERS: dict[str, int] = {
     "inference": 6,
     "evaluate": 7,
     "scaling": 7,
+    "predict": 7,
     "demo": 8,
     "ablate": 9,
     "chat": 10,
     "app": 11,
+    "api": 11,
     "commands": 12,
     "cli": 13,
 }

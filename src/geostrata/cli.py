@@ -7,7 +7,7 @@ transformers, faiss) only inside the command, so `geostrata --help` stays instan
 import typer
 
 from geostrata.commands import app as app_commands
-from geostrata.commands import data, kb, run
+from geostrata.commands import data, kb, run, serving
 
 app = typer.Typer(
     name="geostrata",
@@ -23,6 +23,7 @@ app.add_typer(data.app, name="data", help="Synthesize, inspect and load remote-s
 app.add_typer(kb.app, name="kb", help="Build, query and validate the RS semantic knowledge base.")
 run.register(app)
 app_commands.register(app)
+serving.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,15 @@
 """CLI command groups; each module owns one group and stays thin over the library."""
 
+import typer
+
 DEVICE_HELP = "auto (this process's GPU if there is one, else the CPU), cpu, cuda or cuda:N."
 KB_EXTRA_HELP = (
     "Knowledge-base entry file (JSONL / YAML) added for this run only, e.g. classes no training "
     "image showed; repeat for several."
 )
+
+
+def fail(exc: Exception) -> typer.Exit:
+    """Print an error as one red line; raise the returned Exit (status 1)."""
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    return typer.Exit(1)

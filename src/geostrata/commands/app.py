@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from geostrata.commands import DEVICE_HELP, KB_EXTRA_HELP
+from geostrata.commands import DEVICE_HELP, KB_EXTRA_HELP, fail
 from geostrata.errors import GeoStrataError
 
 CHECKPOINT_HELP = "Saved model folder (default: runs/demo/run/model, trained first if missing)."
@@ -22,11 +22,6 @@ def register(app: typer.Typer) -> None:
     """Attach chat and serve to the root app."""
     app.command(name="chat")(chat)
     app.command(name="serve")(serve)
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    return typer.Exit(1)
 
 
 def chat(
@@ -55,7 +50,7 @@ def chat(
         else:
             stream_turn(session, question, console)
     except GeoStrataError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
 
 
 def serve(
@@ -81,7 +76,7 @@ def serve(
         checkpoint = ensure_checkpoint(checkpoint, console)
         loaded = load_model(checkpoint, device=device, knowledge_extra=kb_extra or [])
     except GeoStrataError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     limits = AppLimits()
     samples = demo_samples(Path(loaded.cfg.data.root))
     console.print(f"serving on http://{host}:{port}  (Ctrl-C stops)")

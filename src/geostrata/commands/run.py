@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from geostrata.atomic import write_text_atomic
-from geostrata.commands import DEVICE_HELP, KB_EXTRA_HELP
+from geostrata.commands import DEVICE_HELP, KB_EXTRA_HELP, fail
 from geostrata.errors import GeoStrataError
 
 
@@ -16,11 +16,6 @@ def register(app: typer.Typer) -> None:
     """Attach the top-level verbs to the root app."""
     for command in (demo, train, evaluate, ablate):
         app.command(name=command.__name__ if command is not evaluate else "eval")(command)
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    return typer.Exit(1)
 
 
 def _print_summary(title: str, summary: dict[str, float]) -> None:
@@ -56,7 +51,7 @@ def demo(
     try:
         result = run_demo(out, "quick" if quick else "default", seed, resume, extra=set_ or [])
     except GeoStrataError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     _print_summary("GeoStrata demo (measured on the held-out split)", result.summary)
     stages = ", ".join(f"{k} {v:.0f}s" for k, v in result.stage_wall_s.items())
     typer.echo(f"wall time {result.wall_s:.0f}s ({stages})")
@@ -87,7 +82,7 @@ def train(
             _print_summary("evaluation", metrics.summary())
             typer.echo(f"report: {metrics.report}")
     except GeoStrataError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
 
 
 def evaluate(
@@ -122,7 +117,7 @@ def evaluate(
         )
         metrics = evaluate_session(session, out or model_dir.parent / "report-eval")
     except GeoStrataError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     _print_summary("evaluation", metrics.summary())
     typer.echo(f"report: {metrics.report}")
 
@@ -143,15 +138,15 @@ def ablate(
     from geostrata.demo import PROFILES
 
     if profile not in PROFILES:
-        raise _fail(ValueError(f"unknown profile {profile!r}; known: {list(PROFILES)}"))
+        raise fail(ValueError(f"unknown profile {profile!r}; known: {list(PROFILES)}"))
     chosen = variant or list(VARIANTS)
     unknown = [v for v in chosen if v not in VARIANTS]
     if unknown:
-        raise _fail(ValueError(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}"))
+        raise fail(ValueError(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}"))
     try:
         result = run_ablation(out, chosen, list(range(seeds)), profile)
     except GeoStrataError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     text = markdown_table(result)
     typer.echo(text)
     typer.echo(f"wall time {result.wall_s:.0f}s")  # the prior is the table's last row

@@ -1,0 +1,126 @@
+"""The OpenAI chat-completions request, as far as GeoStrata reads it, and the turn it answers.
+
+Unknown request fields are ignored (OpenAI clients send many); the ones GeoStrata cannot honour
+are validated (``n`` must be 1) or documented as ignored (``temperature``, ``top_p``: decoding is
+greedy). The model answers one question about one image, so a conversation is reduced to the last
+user turn's text and the last image anywhere in it (:func:`last_turn`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from geostrata.errors import InputError
+
+MAX_MESSAGES = 64
+
+
+class ParamError(InputError):
+    """A request value GeoStrata refuses; ``param`` names it as OpenAI errors do
+    (``messages[1].content[0].image_url``)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ImageURL(_Lenient):
+    url: str
+    detail: str | None = None  # accepted, ignored: the processor decides the resolution
+
+
+class ContentPart(_Lenient):
+    """A "text" part (with `text`) or an "image_url" part (with `image_url`)."""
+
+    type: Literal["text", "image_url"]
+    text: str | None = None
+    image_url: ImageURL | None = None
+
+    @model_validator(mode="after")
+    def _has_its_field(self) -> ContentPart:
+        if getattr(self, self.type) is None:
+            raise ValueError(f'a "{self.type}" part needs a "{self.type}" field')
+        return self
+
+
+class Message(_Lenient):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: list[ContentPart] = Field(default_factory=list)
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_as_part(cls, value: Any) -> Any:
+        """Plain-string content is one text part (no union: errors name one field)."""
+        if isinstance(value, str):
+            return [{"type": "text", "text": value}]
+        return [] if value is None else value
+
+
+class StreamOptions(_Lenient):
+    include_usage: bool = False
+
+
+class ChatRequest(_Lenient):
+    model: str
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)  # the newer name
+    temperature: float | None = Field(default=None, ge=0, le=2)  # accepted; decoding is greedy
+    top_p: float | None = Field(default=None, ge=0, le=1)  # accepted; decoding is greedy
+    n: int = Field(default=1, ge=1, le=1)
+
+    def answer_budget(self, default: int, ceiling: int) -> int:
+        """Tokens to generate: max_completion_tokens, else max_tokens, else `default`."""
+        asked = self.max_completion_tokens or self.max_tokens
+        if asked is not None and asked > ceiling:
+            name = "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+            raise ParamError(f"{name}={asked} exceeds this server's limit of {ceiling}", name)
+        return asked or default
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What the single-turn model is asked: one question about one image."""
+
+    question: str
+    image_url: str
+    image_param: str  # where the image sits in the request, for error messages
+
+
+def last_turn(messages: list[Message]) -> Turn:
+    """The last user message's text (its text parts joined) and the conversation's last image."""
+    users = [i for i, m in enumerate(messages) if m.role == "user"]
+    if not users:
+        raise ParamError("no user message: the model answers the last user turn", "messages")
+    image = _last_image(messages)
+    if image is None:
+        raise ParamError(
+            "no image in the conversation: add an image_url part (a data: URL) to a user message",
+            "messages",
+        )
+    return Turn(_text(messages[users[-1]]), *image)
+
+
+def _text(message: Message) -> str:
+    return " ".join(p.text for p in message.content if p.text is not None)
+
+
+def _last_image(messages: list[Message]) -> tuple[str, str] | None:
+    """(url, param) of the last image_url part of any user message."""
+    found = None
+    for i, message in enumerate(messages):
+        if message.role != "user":
+            continue
+        for j, part in enumerate(message.content):
+            if part.image_url is not None:
+                found = (part.image_url.url, f"messages[{i}].content[{j}].image_url")
+    return found
