@@ -16,7 +16,7 @@ from geostrata.session.experiment import ExperimentConfig, apply_overrides
 
 @dataclass(frozen=True)
 class DemoProfile:
-    """Sizes of one demo run: the default fits ~10 minutes on 2 cores, quick a few minutes."""
+    """Sizes of one demo run (data, steps, batch, preset); README quotes the measured times."""
 
     n_train: int
     n_test: int

@@ -1,20 +1,18 @@
 """Semantic Augmentation Module: enrich each level's visual tokens with retrieved knowledge cues.
 
-Per level l (DESIGN.md step 4):
+Per level l (docs/architecture.md, step 3):
     a_l  = normalize(P_l pool(v_l))                               (B, Dk) aligned visual embedding
     r_l  = normalize(a_l + m * tanh(b_l) * normalize(W_l q))      (B, Dk) retrieval query
     top-k entries of level l from the knowledge base              (B, k) indices
     e    = level-embedding buffer rows; s = r_l . e (recomputed in torch, so W_l gets gradient)
     v_l' = v_l + tanh(g_l) * CrossAttn(q=v_l, kv=[proj(e) * softmax(s/t); proj(q)])
-The retriever itself is a non-differentiable top-k (FAISS or numpy); only which entries are used
-comes from it. The alignment loss pulls the question-free a_l towards the embeddings of level l's
+The search itself is a non-differentiable top-k (on the model's device, or FAISS for very large
+levels); only which entries are used comes from it. The alignment loss pulls the question-free a_l towards the embeddings of level l's
 ground-truth entries (soft-label InfoNCE over all entries of the level). Because the query is built
 on a_l, alignment is what makes retrieval find the right entries (multi-level alignment drives
 semantic augmentation). The question steers the query through a gated, norm-bounded offset: the
-gate b_l starts at 0.1 and m = QUESTION_MIX caps the offset at half the visual part. Measured why:
-a free linear map of [pool(v_l); q] retrieved the true scene entry in its top-4 for ~0% of images;
-an unbounded offset a_l + W_l q grew during stage 2 until it dominated (|W_l| ~ 10) and cut the
-scene hit rate from 96% to 18%, which removing the offset restored.
+gate b_l starts at 0.1 and m = QUESTION_MIX caps the offset at half the visual part (why: the
+unbounded variants measured in docs/results.md, "Earlier measurements", lost retrieval).
 """
 
 from __future__ import annotations
