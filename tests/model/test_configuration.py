@@ -4,14 +4,14 @@ import pytest
 
 from geostrata.errors import ConfigError
 from geostrata.model import GeoStrataConfig
-from geostrata.model.configuration import FusionConfig
+from geostrata.model.settings import FusionConfig
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-effnet", "base", "large"])
 def test_presets_build_and_validate(name):
     cfg = GeoStrataConfig.from_preset(name)
     assert cfg.levels == ["scene", "region", "object"]
-    assert sum(cfg.fusion_settings(cfg.hidden_size).token_budget().values()) == cfg.num_image_tokens
+    assert sum(cfg.sections().fusion.token_budget().values()) == cfg.num_image_tokens
 
 
 def test_overrides_apply_and_nested_dicts_merge():

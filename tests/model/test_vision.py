@@ -2,9 +2,11 @@
 
 import torch
 
-from geostrata.model.configuration import VisionLevelsConfig
+from geostrata.model.settings import VisionLevelsConfig
 from geostrata.model.effnet import EfficientNetLite0, load_packaged_weights, packaged_weights_path
 from geostrata.model.vision import MultiLevelFeatures, MultiLevelVisionEncoder, fit_tokens
+
+LEVELS = ["scene", "region", "object"]
 
 
 def test_effnet_loads_packaged_weights_exactly():
@@ -17,7 +19,9 @@ def test_effnet_loads_packaged_weights_exactly():
 
 
 def test_effnet_encoder_levels_and_freezing():
-    enc = MultiLevelVisionEncoder(VisionLevelsConfig(tower="effnet_lite0", region_grid=2))
+    enc = MultiLevelVisionEncoder(VisionLevelsConfig(
+        vision_tower="effnet_lite0", levels=LEVELS, region_grid=2, vision_config=None
+    ))
     enc.load_pretrained()
     enc.train()
     assert not enc.tower.training  # frozen tower stays in eval mode
@@ -30,7 +34,7 @@ def test_effnet_encoder_levels_and_freezing():
     assert not feats.levels["scene"].requires_grad
 
 
-def _clip_levels(**kw):
+def _clip_levels(levels=LEVELS, **kw):
     vc = {
         "model_type": "clip_vision_model",
         "image_size": 32,
@@ -40,12 +44,12 @@ def _clip_levels(**kw):
         "num_hidden_layers": 3,
         "num_attention_heads": 2,
     }
-    return VisionLevelsConfig(tower="hf", vision_config=vc, **kw)
+    return VisionLevelsConfig(levels=levels, region_grid=2, vision_config=vc, **kw)
 
 
 def test_hf_tower_levels_read_the_configured_layers():
     torch.manual_seed(0)
-    enc = MultiLevelVisionEncoder(_clip_levels(object_max_tokens=4, freeze=False)).eval()
+    enc = MultiLevelVisionEncoder(_clip_levels(object_max_tokens=4, freeze_vision=False)).eval()
     x = torch.randn(2, 3, 32, 32)
     feats = enc(x)
     assert feats.levels["scene"].shape == (2, 1, 32)

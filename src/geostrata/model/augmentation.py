@@ -28,7 +28,7 @@ from torch import nn
 
 from geostrata.errors import InputError, KnowledgeBaseError
 from geostrata.knowledge.protocol import Retriever
-from geostrata.model.configuration import AugmentationConfig
+from geostrata.model.settings import AugmentationConfig
 
 QUESTION_MIX = 0.5  # the question's offset to a retrieval query is at most half its visual part
 
@@ -96,7 +96,7 @@ class LevelAugmentation(nn.Module):
         r = F.normalize(a + mix * offset, dim=-1)  # (B, Dk) retrieval query
         cues, scores, ids, valid = self._retrieve(r)
         weights = torch.softmax(
-            scores.masked_fill(~valid, float("-inf")) / self.config.temperature, -1
+            scores.masked_fill(~valid, float("-inf")) / self.config.retrieval_temperature, -1
         )
         weights = torch.nan_to_num(weights, nan=0.0)  # (B, k); rows with no valid cue -> all zero
         kv = torch.cat(
@@ -156,11 +156,12 @@ class LevelAugmentation(nn.Module):
 class SemanticAugmentation(nn.Module):
     """All levels' augmentation; levels are independent, so each has its own weights."""
 
-    def __init__(self, config: AugmentationConfig) -> None:
+    def __init__(self, config: AugmentationConfig, in_dims: dict[str, int]) -> None:
+        """`in_dims`: each level's feature width as the tower gives it."""
         super().__init__()
         self.config = config
         self.levels = nn.ModuleDict(
-            {lv: LevelAugmentation(lv, config.in_dims[lv], config) for lv in config.levels}
+            {lv: LevelAugmentation(lv, in_dims[lv], config) for lv in config.levels}
         )
 
     def attach(self, retriever: Retriever, device: torch.device) -> None:
