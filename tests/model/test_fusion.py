@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from geostrata.model.settings import FusionConfig
 from geostrata.model.fusion import CrossModalFusion, LlavaProjector, splice_image_tokens
+from geostrata.model.settings import FusionConfig
 
 
 def test_fusion_output_has_the_fixed_budget():

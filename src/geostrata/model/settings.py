@@ -177,13 +177,19 @@ class VisionLevelsConfig:
 
 
 @dataclass(kw_only=True)
-class AugmentationConfig:
-    """Semantic Augmentation Module: retrieval, cue fusion and the alignment loss."""
+class LevelTokenInputs:
+    """Inputs of the components that work on level tokens, handed down from SharedConfig."""
 
     levels: list[str]
     hidden_size: int
     knowledge_dim: int
     num_heads: int
+
+
+@dataclass(kw_only=True)
+class AugmentationConfig(LevelTokenInputs):
+    """Semantic Augmentation Module: retrieval, cue fusion and the alignment loss."""
+
     retrieval: bool = True
     top_k: int = 4
     retrieval_temperature: float = 0.1  # softmax temperature over cue scores
@@ -198,13 +204,9 @@ class AugmentationConfig:
 
 
 @dataclass(kw_only=True)
-class ExpertsConfig:
+class ExpertsConfig(LevelTokenInputs):
     """Semantic experts: one block per level (or one shared dense block) and the router."""
 
-    levels: list[str]
-    hidden_size: int
-    knowledge_dim: int
-    num_heads: int
     experts: bool = True
     expert_ffn_mult: int = 4
 
@@ -283,10 +285,24 @@ class LanguageModelConfig:
                  "4-bit weights cannot be trained directly: set use_lora=True (QLoRA)")
 
 
-SECTIONS: tuple[type, ...] = (
-    SharedConfig, VisionLevelsConfig, AugmentationConfig, ExpertsConfig, FusionConfig,
-    LanguageModelConfig,
-)
+@dataclass
+class ModelSections:
+    """One validated config per component, built from a flat mapping of settings."""
+
+    shared: SharedConfig
+    vision: VisionLevelsConfig
+    augmentation: AugmentationConfig
+    experts: ExpertsConfig
+    fusion: FusionConfig
+    llm: LanguageModelConfig
+
+    def settings(self) -> dict[str, Any]:
+        """The flat, normalised settings (levels coarse to fine, ints stored as floats, ...)."""
+        parts = [getattr(self, f.name) for f in dataclasses.fields(self)]
+        return {f.name: getattr(part, f.name) for part in parts for f in _settings_of(type(part))}
+
+
+SECTIONS: tuple[type, ...] = tuple(typing.get_type_hints(ModelSections).values())
 
 
 def _settings_of(section: type) -> list[dataclasses.Field]:
@@ -306,23 +322,6 @@ SETTINGS: frozenset[str] = frozenset(f.name for f in setting_fields())
 MODEL_KEYS: frozenset[str] = SETTINGS | set(SUBCONFIGS)  # what `model:` / from_preset take
 
 
-@dataclass
-class ModelSections:
-    """One validated config per component, built from a flat mapping of settings."""
-
-    shared: SharedConfig
-    vision: VisionLevelsConfig
-    augmentation: AugmentationConfig
-    experts: ExpertsConfig
-    fusion: FusionConfig
-    llm: LanguageModelConfig
-
-    def settings(self) -> dict[str, Any]:
-        """The flat, normalised settings (levels coarse to fine, ints stored as floats, ...)."""
-        parts = [getattr(self, f.name) for f in dataclasses.fields(self)]
-        return {f.name: getattr(part, f.name) for part in parts for f in _settings_of(type(part))}
-
-
 def _section(cls: type, values: Mapping[str, Any], **inputs: Any) -> Any:
     names = [f.name for f in _settings_of(cls)]
     return cls(**{k: values[k] for k in names if k in values}, **inputs)
@@ -334,8 +333,7 @@ def build_sections(
     """Validate every setting in `values` (missing ones take their defaults), once, in its
     section; shared values are handed down to the components that need them."""
     shared = _section(SharedConfig, values)
-    common = {"levels": shared.levels, "hidden_size": shared.hidden_size,
-              "knowledge_dim": shared.knowledge_dim, "num_heads": shared.num_heads}
+    common = {f.name: getattr(shared, f.name) for f in dataclasses.fields(LevelTokenInputs)}
     return ModelSections(
         shared=shared,
         vision=_section(VisionLevelsConfig, values, levels=shared.levels,
