@@ -167,6 +167,7 @@ def test_data_typo_is_named_too(tmp_path):
         ("{image_std: [a, b, c]}", "model.image_std=.*expected a list of numbers"),
         ("{levels: scene}", "model.levels='scene': expected a list of strings"),
         ("{gate_init: .nan}", "model.gate_init=nan: expected a number"),
+        ("{lambda_align: " + "9" * 400 + "}", "model.lambda_align=9999.*: expected a number"),
         ("{object_max_tokens: 0}", "model.object_max_tokens=0: must be >= 1 or null"),
     ],
 )

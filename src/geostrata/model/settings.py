@@ -72,8 +72,10 @@ def _typed(hint: Any, value: object) -> tuple[bool, object]:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     if hint is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return ok and math.isfinite(value), float(value) if ok and math.isfinite(value) else value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False, value
+        number = float(value) if abs(value) < 1e300 else math.inf  # a 400-digit int overflows
+        return math.isfinite(number), number
     if hint is str:
         return isinstance(value, str), value
     origin = typing.get_origin(hint) or hint
