@@ -1,8 +1,8 @@
 """GPU benchmark: one training step and generation latency of a preset's architecture.
 
 Builds the preset (default `base`: CLIP ViT-L/14-336 tower + Vicuna-7B-shaped Llama, LoRA r=64)
-with RANDOM weights directly on the GPU (nothing is downloaded: the HF names in the preset are
-used only when they exist locally), frozen parts in bf16, trainable parts (GeoStrata modules,
+with RANDOM weights directly on the GPU (the preset's pretrained names are set to None; set them
+back with --set to measure real weights), frozen parts in bf16, trainable parts (GeoStrata modules,
 LoRA adapters) in fp32 under bf16 autocast, as Accelerate's `mixed_precision="bf16"` runs them.
 Retrieval is on, against a random in-memory knowledge base of the default base's size.
 
@@ -131,7 +131,8 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         args.preset,
         gradient_checkpointing=not args.no_checkpointing,
         torch_dtype=args.dtype,
-        **overrides,
+        # random weights: a model naming pretrained parts refuses to build without them
+        **{"vision_name_or_path": None, "text_name_or_path": None, **overrides},
     )
     torch.manual_seed(args.seed)
     previous = torch.get_default_dtype()

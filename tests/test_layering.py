@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "weights": 1,
     "device": 1,
     "levels": 1,
+    "lazy": 1,
     "knowledge": 2,
     "data": 3,
     "model": 4,

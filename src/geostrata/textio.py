@@ -7,8 +7,9 @@ undecodable bytes reported as the caller's own error type with the file, line an
 
 from __future__ import annotations
 
+import difflib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,32 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of field: value, got {type(data).__name__}")
     return data
+
+
+def check_known_keys(data: Mapping[Any, Any], known: Iterable[str], where: str) -> None:
+    """ConfigError for the first key of `data` not in `known`, naming it, `where` it is (a file
+    and section) and the closest known key, so a typo reads `did you mean 'retrieval'?`."""
+    known = sorted(known)
+    for key in data:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+        raise ConfigError(f"unknown key {key!r} in {where}; {hint}")
+
+
+def read_json(path: str | Path, error: type[GeoStrataError]) -> Any:
+    """One JSON document; bad bytes or syntax raise `error` naming file:line and column.
+
+    OSError (missing, unreadable) propagates, as in `read_utf8`.
+    """
+    text = read_utf8(path, error)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise error(f"{path}:{err.lineno}, column {err.colno}: invalid JSON: {err.msg}") from err
+    except (ValueError, RecursionError) as err:
+        raise error(f"{path}: unreadable JSON: {err}") from err
 
 
 def read_jsonl(

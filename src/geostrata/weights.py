@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import pickle
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,62 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"cannot read weights file {path}: {exc}") from exc
 
 
+Shapes = Mapping[str, tuple[int, ...]]
+
+
+@dataclass
+class StateMismatch:
+    """How the keys and shapes a module expects differ from those a weights source holds."""
+
+    missing: list[str] = field(default_factory=list)  # expected, not found
+    unexpected: list[str] = field(default_factory=list)  # found, not expected
+    bad_shapes: list[str] = field(default_factory=list)  # "key: file (..) vs module (..)"
+
+    def describe(self) -> str:
+        parts = [f"missing keys {_listing(self.missing)}" if self.missing else "",
+                 f"unexpected keys {_listing(self.unexpected)}" if self.unexpected else "",
+                 f"shape mismatch {_listing(self.bad_shapes)}" if self.bad_shapes else ""]
+        return "; ".join(p for p in parts if p)
+
+
+def compare_shapes(expected: Shapes, found: Shapes, optional: Iterable[str] = ()) -> StateMismatch:
+    """Compare key -> shape maps; keys in `optional` (e.g. tied copies) may be missing."""
+    optional = set(optional)
+    return StateMismatch(
+        missing=sorted(k for k in expected if k not in found and k not in optional),
+        unexpected=sorted(k for k in found if k not in expected),
+        bad_shapes=[f"{k}: file {tuple(v)} vs module {tuple(expected[k])}"
+                    for k, v in found.items() if k in expected and tuple(v) != tuple(expected[k])],
+    )
+
+
+def require_same_shapes(where: str, expected: Shapes, found: Shapes,
+                        optional: Iterable[str] = ()) -> None:
+    """CheckpointError: `where` (what did not fit what), then every missing, unexpected or
+    mis-shaped key."""
+    mismatch = compare_shapes(expected, found, optional)
+    if mismatch.missing or mismatch.unexpected or mismatch.bad_shapes:
+        raise CheckpointError(f"{where}: {mismatch.describe()}")
+
+
+def safetensors_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """key -> shape from a safetensors header, without reading a tensor (or running code)."""
+    verify_safetensors(path)
+    with safetensors.safe_open(str(path), framework="pt") as handle:
+        return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+
+
+def state_shapes(module: torch.nn.Module) -> tuple[dict[str, tuple[int, ...]], set[str]]:
+    """The module's state-dict key -> shape (works on the meta device), and the keys that are
+    tied copies of another parameter (a saver may store one of them only)."""
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    names: dict[int, list[str]] = {}
+    for name, param in module.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    tied = {n for group in names.values() if len(group) > 1 for n in group}
+    return shapes, tied
+
+
 def load_safetensors_weights(
     module: torch.nn.Module, path: str | Path, strict: bool = True
 ) -> WeightsLoadResult:
@@ -93,26 +149,23 @@ def load_safetensors_weights(
     """
     tensors = read_safetensors(path)
     own = module.state_dict()
-    unexpected = sorted(k for k in tensors if k not in own)
-    bad_shapes = [
-        f"{k}: file {tuple(v.shape)} vs module {tuple(own[k].shape)}"
-        for k, v in tensors.items()
-        if k in own and v.shape != own[k].shape
-    ]
-    if bad_shapes:
-        raise CheckpointError(f"shape mismatch loading {path}: {_listing(bad_shapes)}")
     loaded_ptrs = {own[k].data_ptr() for k in tensors if k in own}
-    missing = sorted(
-        k for k, v in own.items() if k not in tensors and v.data_ptr() not in loaded_ptrs
+    tied_loaded = {k for k, v in own.items() if k not in tensors and v.data_ptr() in loaded_ptrs}
+    mismatch = compare_shapes(
+        {k: tuple(v.shape) for k, v in own.items()},
+        {k: tuple(v.shape) for k, v in tensors.items()},
+        optional=tied_loaded,
     )
-    if strict and (missing or unexpected):
+    if mismatch.bad_shapes:
+        raise CheckpointError(f"shape mismatch loading {path}: {_listing(mismatch.bad_shapes)}")
+    if strict and (mismatch.missing or mismatch.unexpected):
         raise CheckpointError(
-            f"weights in {path} do not match the module: missing keys {_listing(missing)}; "
-            f"unexpected keys {_listing(unexpected)}"
+            f"weights in {path} do not match the module: missing keys "
+            f"{_listing(mismatch.missing)}; unexpected keys {_listing(mismatch.unexpected)}"
         )
     loaded = sorted(k for k in tensors if k in own)
     module.load_state_dict({k: tensors[k] for k in loaded}, strict=False)
-    return WeightsLoadResult(loaded=loaded, missing=missing, unexpected=unexpected)
+    return WeightsLoadResult(loaded, mismatch.missing, mismatch.unexpected)
 
 
 @contextlib.contextmanager

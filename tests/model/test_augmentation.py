@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from geostrata.errors import KnowledgeBaseError
 from geostrata.model.augmentation import SemanticAugmentation
-from geostrata.model.configuration import AugmentationConfig
+from geostrata.model.settings import AugmentationConfig
 
 from .conftest import DIM, N_ENTRIES
 
@@ -16,15 +16,8 @@ LEVELS = ["scene", "region", "object"]
 
 def _module(retriever, seed=0, **kw):
     torch.manual_seed(seed)
-    cfg = AugmentationConfig(
-        levels=LEVELS,
-        in_dims={lv: 12 for lv in LEVELS},
-        hidden_size=8,
-        knowledge_dim=DIM,
-        num_heads=2,
-        **kw,
-    )
-    module = SemanticAugmentation(cfg)
+    cfg = AugmentationConfig(levels=LEVELS, hidden_size=8, knowledge_dim=DIM, num_heads=2, **kw)
+    module = SemanticAugmentation(cfg, in_dims={lv: 12 for lv in LEVELS})
     module.attach(retriever, torch.device("cpu"))
     return module
 
@@ -142,9 +135,7 @@ def test_alignment_loss_skips_unlabelled_levels(retriever):
 
 def test_retrieval_without_knowledge_base_fails_clearly():
     torch.manual_seed(0)
-    cfg = AugmentationConfig(
-        levels=["scene"], in_dims={"scene": 12}, hidden_size=8, knowledge_dim=DIM, num_heads=2
-    )
+    cfg = AugmentationConfig(levels=["scene"], hidden_size=8, knowledge_dim=DIM, num_heads=2)
     feats, q = _inputs()
     with pytest.raises(KnowledgeBaseError, match="attach_knowledge"):
-        SemanticAugmentation(cfg)({"scene": feats["scene"]}, q)
+        SemanticAugmentation(cfg, {"scene": 12})({"scene": feats["scene"]}, q)

@@ -2,8 +2,8 @@
 
 import torch
 
-from geostrata.model.configuration import ExpertsConfig
 from geostrata.model.experts import ExpertBlock, SemanticExperts, balance_loss
+from geostrata.model.settings import ExpertsConfig
 
 LEVELS = ["scene", "region", "object"]
 
@@ -18,7 +18,8 @@ def _experts(levels=LEVELS, experts=True, seed=0):
     torch.manual_seed(seed)
     return SemanticExperts(
         ExpertsConfig(
-            levels=levels, hidden_size=8, knowledge_dim=5, experts=experts, num_heads=2, ffn_mult=2
+            levels=levels, hidden_size=8, knowledge_dim=5, experts=experts, num_heads=2,
+            expert_ffn_mult=2,
         )
     ).eval()
 

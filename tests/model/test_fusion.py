@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from geostrata.model.configuration import FusionConfig
 from geostrata.model.fusion import CrossModalFusion, LlavaProjector, splice_image_tokens
+from geostrata.model.settings import FusionConfig
 
 
 def test_fusion_output_has_the_fixed_budget():
@@ -27,11 +27,11 @@ def test_fusion_output_has_the_fixed_budget():
 
 
 def test_llava_projector_shape():
-    proj = LlavaProjector(
-        FusionConfig(
-            levels=["scene"], hidden_size=8, llm_hidden_size=6, num_image_tokens=9, baseline="llava"
-        )
+    cfg = FusionConfig(
+        levels=["scene"], region_grid=2, hidden_size=32, llm_hidden_size=6, num_image_tokens=9,
+        baseline="llava",
     )
+    proj = LlavaProjector(cfg, in_dim=8)  # the tower's width, not the level tokens
     assert proj(torch.randn(2, 16, 8)).shape == (2, 9, 6)
 
 

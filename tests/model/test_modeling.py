@@ -344,3 +344,61 @@ def test_empty_knowledge_base_is_refused_when_retrieval_is_on(make_config, retri
         GeoStrataForConditionalGeneration(make_config()).attach_knowledge(retriever)
     for off in ({"retrieval": False}, {"top_k": 0}, {"baseline": "llava"}):
         GeoStrataForConditionalGeneration(make_config(**off)).attach_knowledge(retriever)
+
+
+def _saved_llm(path, text_config, **changes):
+    """A random LLM saved as a pretrained folder (what text_name_or_path names)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    values = {**text_config.to_dict(), **changes}
+    torch.manual_seed(2)
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(**values)).save_pretrained(path)
+    return str(path)
+
+
+def test_a_pretrained_llm_is_loaded_whole(tmp_path, make_config):
+    from transformers import AutoModelForCausalLM
+
+    path = _saved_llm(tmp_path / "llm", make_config().text_config)
+    model = GeoStrataForConditionalGeneration(make_config(text_name_or_path=path))
+    saved = AutoModelForCausalLM.from_pretrained(path).state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in model.llm.state_dict().items())
+
+
+def test_a_pretrained_llm_of_another_architecture_is_refused(tmp_path, make_config):
+    """from_pretrained took the folder's own config: 1 layer where text_config says 2 ran."""
+    from geostrata.errors import CheckpointError
+
+    path = _saved_llm(tmp_path / "llm", make_config().text_config, num_hidden_layers=1)
+    with pytest.raises(CheckpointError, match=rf"{path} is not the model text_config describes: "
+                                              r"num_hidden_layers=1 \(text_config: 2\)"):
+        GeoStrataForConditionalGeneration(make_config(text_name_or_path=path))
+
+
+def test_a_pretrained_llm_with_a_missing_weight_is_refused(tmp_path, make_config):
+    """HF initialises a weight its folder lacks at random and goes on."""
+    from safetensors.torch import save_file
+
+    from geostrata.errors import CheckpointError
+    from geostrata.weights import read_safetensors
+
+    path = _saved_llm(tmp_path / "llm", make_config().text_config)
+    tensors = read_safetensors(tmp_path / "llm" / "model.safetensors")
+    del tensors["model.layers.1.mlp.down_proj.weight"]
+    save_file(tensors, tmp_path / "llm" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=rf"{path} are incomplete: missing keys "
+                                              r"\[model.layers.1.mlp.down_proj.weight\]"):
+        GeoStrataForConditionalGeneration(make_config(text_name_or_path=path))
+
+
+@pytest.mark.parametrize("setting", ["vision_name_or_path", "text_name_or_path"])
+def test_pretrained_names_that_are_not_here_fail_inside_the_model(make_config, setting):
+    """Wherever the model is built (from_preset("base") directly too), an absent pretrained part
+    is an error naming the setting, not a silently random tower or LLM."""
+    from geostrata.errors import ConfigError
+
+    cfg = make_config(**{setting: "nobody/not-downloaded"})
+    with pytest.raises(ConfigError, match=rf"{setting}='nobody/not-downloaded': pretrained "
+                                          "weights are not on this machine"):
+        GeoStrataForConditionalGeneration(cfg)
+    assert count_parameters(cfg)["trainable"] > 0  # counting builds on meta: no weights needed

@@ -122,3 +122,145 @@ def test_features_over_the_budget_are_not_cached_and_training_still_runs(
 def test_cache_budgets_must_be_non_negative_numbers(value):
     with pytest.raises(ConfigError, match="feature_cache_gib"):
         ExperimentConfig(feature_cache_gib=value)
+
+
+def _yaml(tmp_path, text):
+    path = tmp_path / "experiment.yaml"
+    path.write_text("data: {root: /data/x}\n" + text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("model: {retreival: false}\n", "unknown key 'retreival' in model; did you mean 'retr"),
+        ("stage2: {max_step: 3}\n", "unknown key 'max_step'.*did you mean 'max_steps'"),
+        ("seeed: 1\n", "unknown key 'seeed'.*did you mean 'seed'"),
+        ("model: {text_config: {hidden_size: abc}}\n", r"model.text_config.hidden_size='abc'"),
+    ],
+)
+def test_typos_at_any_depth_name_key_file_and_closest_key(tmp_path, text, needle):
+    path = _yaml(tmp_path, text)
+    with pytest.raises(ConfigError, match=needle) as caught:
+        ExperimentConfig.from_yaml(path)
+    assert str(path) in str(caught.value)
+
+
+def test_data_typo_is_named_too(tmp_path):
+    path = tmp_path / "experiment.yaml"
+    path.write_text("data: {rooot: /data/x}\n")
+    with pytest.raises(ConfigError, match="unknown key 'rooot'.*did you mean 'root'"):
+        ExperimentConfig.from_yaml(path)
+
+
+@pytest.mark.parametrize(
+    "model, needle",
+    [
+        ('{retrieval: "false"}', r"model.retrieval='false': expected true or false \(without q"),
+        ('{experts: "no"}', "model.experts='no': expected true or false"),
+        ('{top_k: "many"}', "model.top_k='many': expected an integer"),
+        ('{hidden_size: "abc"}', "model.hidden_size='abc': expected an integer"),
+        ("{region_grid: 1.5}", "model.region_grid=1.5: expected an integer"),
+        ("{num_heads: true}", "model.num_heads=True: expected an integer"),
+        ("{image_mean: [0.5]}", r"model.image_mean=\[0.5\]: expected 3 numbers"),
+        ("{image_std: [0, 0, 0]}", r"model.image_std=\[0.0, 0.0, 0.0\]: every channel must be > 0"),
+        ("{image_std: [a, b, c]}", "model.image_std=.*expected a list of numbers"),
+        ("{levels: scene}", "model.levels='scene': expected a list of strings"),
+        ("{gate_init: .nan}", "model.gate_init=nan: expected a number"),
+        ("{lambda_align: " + "9" * 400 + "}", "model.lambda_align=9999.*: expected a number"),
+        ("{object_max_tokens: 0}", "model.object_max_tokens=0: must be >= 1 or null"),
+    ],
+)
+def test_model_values_are_type_checked_when_the_file_is_read(tmp_path, model, needle):
+    path = _yaml(tmp_path, f"model: {model}\n")
+    with pytest.raises(ConfigError, match=needle):
+        ExperimentConfig.from_yaml(path)
+
+
+def test_valid_model_values_load_normalised(tmp_path):
+    path = _yaml(tmp_path, "model: {retrieval: false, gate_init: 1, levels: [object, scene]}\n")
+    cfg = ExperimentConfig.from_yaml(path)
+    assert cfg.model == {"retrieval": False, "gate_init": 1, "levels": ["object", "scene"]}
+
+
+def test_vocab_size_override_says_what_to_set_instead(tmp_path):
+    path = _yaml(tmp_path, "")
+    with pytest.raises(ConfigError, match="model.vocab_size: set by the tokenizer.*tokenizer_voc"):
+        ExperimentConfig.from_yaml(path, ["model.vocab_size=500"])
+
+
+def test_override_typo_names_the_flag():
+    with pytest.raises(ConfigError, match="'model.top_kk=2'.*did you mean 'top_k'"):
+        apply_overrides({}, ["model.top_kk=2"])
+
+
+@pytest.mark.parametrize("text", ["", "# nothing but a comment\n", "seed: 3\n", "data: {}\n"])
+def test_a_file_without_data_root_is_refused_naming_the_file(tmp_path, text):
+    path = tmp_path / "experiment.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"{path}: an experiment must say where its data is"):
+        ExperimentConfig.from_yaml(path)
+    cfg = ExperimentConfig.from_yaml(path, ["data.root=/data/x"])  # an override may give it
+    assert cfg.data.root == "/data/x"
+
+
+def test_checking_an_experiment_file_imports_neither_torch_nor_transformers(tmp_path):
+    """What makes `geostrata train bad.yaml` fail in about a second instead of after the import
+    of torch and transformers (seconds), data, the knowledge base and experiment.yaml."""
+    import subprocess
+    import sys
+
+    path = _yaml(tmp_path, "model: {retreival: false}\n")
+    code = (
+        "import sys\n"
+        "from geostrata.errors import ConfigError\n"
+        "from geostrata.session.experiment import ExperimentConfig\n"
+        f"try:\n    ExperimentConfig.from_yaml({str(path)!r})\n"
+        "except ConfigError as e:\n    print('refused:', e)\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "did you mean 'retrieval'" in out.stdout
+    assert out.stdout.strip().endswith("[]"), out.stdout
+
+
+def test_a_config_rejected_by_prepare_leaves_the_saved_experiment_yaml(tmp_path):
+    from geostrata.errors import GeoStrataError
+    from geostrata.session import CONFIG_FILE
+    from geostrata.train.pipeline import run_experiment
+
+    run = tmp_path / "run"
+    good = ExperimentConfig.from_dict({"output_dir": str(run), "data": {"root": str(tmp_path)}})
+    run.mkdir()
+    good.save(run / CONFIG_FILE)
+    before = (run / CONFIG_FILE).read_bytes()
+    bad = ExperimentConfig.from_dict(
+        {"output_dir": str(run), "data": {"root": str(tmp_path / "missing")}, "seed": 7}
+    )
+    with pytest.raises(GeoStrataError, match="missing"):
+        run_experiment(bad, show_progress=False)
+    assert (run / CONFIG_FILE).read_bytes() == before
+
+
+def test_a_kill_while_saving_the_processor_leaves_no_half_folder(tmp_path, tiny_data, monkeypatch):
+    """The tokenizer is written first and processor_config.json last: a kill between them used to
+    leave a processor/ folder that neither a fresh start nor a resume could use."""
+    import geostrata.model.processing as processing
+    from geostrata.session import PROCESSOR_DIR, prepare
+
+    class Killed(BaseException):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    profile, data = tiny_data
+    cfg = profile.experiment(data, tmp_path / "run", seed=0)
+    with monkeypatch.context() as patch:
+        patch.setattr(processing, "write_text_atomic", killed)  # after the tokenizer files
+        with pytest.raises(Killed):
+            prepare(cfg, show_progress=False)
+    assert not (tmp_path / "run" / PROCESSOR_DIR).exists()
+    session = prepare(cfg, show_progress=False)  # starts fresh
+    assert (tmp_path / "run" / PROCESSOR_DIR / processing.CONFIG_NAME).is_file()
+    assert session.processor.num_image_tokens == session.model.config.num_image_tokens

@@ -17,6 +17,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from geostrata.errors import ConfigError, GeoStrataError
+from geostrata.model.settings import SUBCONFIGS, setting_fields
 from geostrata.session.experiment import DataConfig, ExperimentConfig, apply_overrides
 from geostrata.session.train_config import TrainConfig
 from tests.reliability._fuzz import (
@@ -33,6 +34,8 @@ pytestmark = pytest.mark.timeout(120)  # small inputs: a hang fails fast
 TRAIN_FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 DATA_FIELDS = [f.name for f in dataclasses.fields(DataConfig)]
 EXPERIMENT_FIELDS = [f.name for f in dataclasses.fields(ExperimentConfig)]
+MODEL_FIELDS = [f.name for f in setting_fields()] + list(SUBCONFIGS)
+BOOL_MODEL_FIELDS = {f.name for f in setting_fields() if f.type == "bool"}
 VALID_TRAIN = {"max_steps": 10, "batch_size": 4, "lr": 1e-3, "warmup_steps": 2, "save_every": 2}
 VALID_EXPERIMENT = {
     "preset": "tiny-effnet", "model": {"retrieval": True}, "seed": 1, "output_dir": "runs/x",
@@ -54,7 +57,10 @@ def _check_train(cfg: TrainConfig) -> None:
 
 
 def _check_experiment(cfg: ExperimentConfig, tmp_path) -> None:
-    """A loaded config must be usable, not merely constructed."""
+    """A loaded config must be usable, not merely constructed: its model config builds too."""
+    from geostrata.model import GeoStrataConfig
+
+    GeoStrataConfig.from_preset(cfg.preset, **cfg.model)
     assert cfg.stage("stage1").output_dir.endswith("stage1")
     _check_train(cfg.stage("stage2"))
     cfg.save(tmp_path / "saved.yaml")
@@ -120,12 +126,16 @@ def test_valid_experiment_loads(tmp_path):
 
 
 sections = st.sampled_from([("", EXPERIMENT_FIELDS), ("data", DATA_FIELDS),
-                            ("stage1", TRAIN_FIELDS), ("stage2", TRAIN_FIELDS)])
+                            ("stage1", TRAIN_FIELDS), ("stage2", TRAIN_FIELDS),
+                            ("model", MODEL_FIELDS)])
 
 
 @FUZZ
 @given(field=sections.flatmap(lambda sf: st.tuples(st.just(sf[0]), st.sampled_from(sf[1]))),
        value=yaml_values)
+@example(field=("model", "retrieval"), value="false")  # quoted: was read as True
+@example(field=("model", "top_k"), value="many")  # was a TypeError when the model was built
+@example(field=("model", "image_std"), value=[0, 0, 0])  # was NaN logits in training
 def test_one_retyped_experiment_field_is_named(tmp_path, field, value):
     section, name = field
     document = yaml.safe_load(yaml.safe_dump(VALID_EXPERIMENT))
@@ -135,6 +145,8 @@ def test_one_retyped_experiment_field_is_named(tmp_path, field, value):
     cfg = outcome(lambda: ExperimentConfig.from_yaml(path), path, names=(name,))
     if cfg is not None:
         _check_experiment(cfg, tmp_path)
+        if section == "model" and name in BOOL_MODEL_FIELDS:
+            assert type(cfg.model[name]) is bool, cfg.model  # "false" must not mean True
 
 
 segments = st.sampled_from(EXPERIMENT_FIELDS + TRAIN_FIELDS + DATA_FIELDS + ["", "zz"])

@@ -9,6 +9,7 @@ future `torch.load(path)` or `pickle.load` fails the suite.
 from __future__ import annotations
 
 import ast
+import json
 import pickle
 import shutil
 from pathlib import Path
@@ -104,6 +105,51 @@ def test_yaml_object_tag_in_saved_config_is_refused(model_copy, tmp_path):
     with pytest.raises(ConfigError, match="experiment.yaml"):
         load_model(model_copy)
     assert not marker.exists()
+
+
+def _edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _llm_layers(n):
+    return lambda cfg: cfg["text_config"].update(num_hidden_layers=n)
+
+
+# Each tampered folder used to load (a random or dropped layer, exit 0) or raise a raw traceback.
+FOLDER_TAMPERING = [
+    ("config.json", _llm_layers(3), r"config.json describes: missing keys \[llm.model.layers.2"),
+    ("config.json", _llm_layers(1), r"config.json describes: unexpected keys \[llm.model.layers.1"),
+    ("config.json", lambda c: c.update(hidden_size=64),
+     r"config.json describes: shape mismatch \[.*: file \(.*128.*\) vs module \(.*64"),
+    ("config.json", lambda c: c.update(top_k="many"), r"config.json: top_k='many': expected an"),
+    ("config.json", lambda c: c.update(top_kk=3), r"unknown key 'top_kk'.*did you mean 'top_k'"),
+    ("processor_config.json", lambda c: c.update(num_image_tokens=20),
+     "processor files do not match config.json: num_image_tokens: processor 20, model 21"),
+    ("processor_config.json", lambda c: c.pop("mean"), "processor_config.json: not a valid"),
+]
+
+
+@pytest.mark.parametrize(("name", "change", "named"), FOLDER_TAMPERING)
+def test_model_folder_is_verified_against_its_config_before_weights_are_used(
+    model_copy, name, change, named
+):
+    from geostrata.inference import load_model
+
+    _edit_json(model_copy / name, change)
+    with pytest.raises(CheckpointError, match=named) as caught:
+        load_model(model_copy)
+    assert "\n" not in str(caught.value)  # one line, not HF's load report
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "processor_config.json"])
+def test_bad_json_in_a_model_folder_names_the_file_and_line(model_copy, name):
+    from geostrata.inference import load_model
+
+    (model_copy / name).write_text('{"a": 1,\n\n  ]\n')  # the error is on line 3
+    with pytest.raises(CheckpointError, match=rf"{model_copy / name}:3, column 3: invalid JSON"):
+        load_model(model_copy)
 
 
 def test_training_checkpoint_with_pt_weights_is_refused(tmp_path):

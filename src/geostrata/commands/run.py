@@ -69,12 +69,13 @@ def train(
     ] = True,
 ) -> None:
     """Train both stages of an experiment (runs under accelerate launch / torchrun unchanged)."""
-    from geostrata.evaluate.suite import evaluate_session
     from geostrata.session.experiment import ExperimentConfig
-    from geostrata.train.pipeline import run_experiment
 
     try:
-        cfg = ExperimentConfig.from_yaml(config, set_ or [])
+        cfg = ExperimentConfig.from_yaml(config, set_ or [])  # all of it, before torch loads
+        from geostrata.evaluate.suite import evaluate_session
+        from geostrata.train.pipeline import run_experiment
+
         result = run_experiment(cfg, resume=resume)
         typer.echo(f"model saved to {result.model_dir}")
         if evaluate_after and result.session.task.eval:

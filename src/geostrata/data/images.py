@@ -35,7 +35,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from geostrata.data import tiffbands
+import geostrata.data.tiffbands as tiffbands
 from geostrata.errors import ConfigError, ImageError
 
 logger = logging.getLogger(__name__)

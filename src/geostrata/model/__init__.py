@@ -1,24 +1,21 @@
 """GeoStrata model: multi-level vision, semantic augmentation, semantic experts, fusion, LLM.
 
-Import cost: this pulls in torch and transformers, so CLI command modules import it
-inside functions.
+Import cost: the classes below pull in torch and transformers, so they are imported on first use
+(`geostrata.model.settings`, which validates model settings, needs neither).
 """
 
-from geostrata.model.configuration import GeoStrataConfig
-from geostrata.model.modeling import GeoStrataForConditionalGeneration, count_parameters
-from geostrata.model.outputs import GeoStrataOutput, RetrievedCues
-from geostrata.model.processing import GeoStrataProcessor, ImageProcessor
-from geostrata.model.tokenizer import train_tokenizer
-from geostrata.model.vision import MultiLevelFeatures
+from geostrata.lazy import lazy_exports
 
-__all__ = [
-    "GeoStrataConfig",
-    "GeoStrataForConditionalGeneration",
-    "GeoStrataOutput",
-    "GeoStrataProcessor",
-    "ImageProcessor",
-    "MultiLevelFeatures",
-    "RetrievedCues",
-    "count_parameters",
-    "train_tokenizer",
-]
+_EXPORTS = {
+    "GeoStrataConfig": "geostrata.model.configuration",
+    "GeoStrataForConditionalGeneration": "geostrata.model.modeling",
+    "count_parameters": "geostrata.model.modeling",
+    "GeoStrataOutput": "geostrata.model.outputs",
+    "RetrievedCues": "geostrata.model.outputs",
+    "ImageProcessor": "geostrata.model.processing",
+    "GeoStrataProcessor": "geostrata.model.processing",
+    "train_tokenizer": "geostrata.model.tokenizer",
+    "MultiLevelFeatures": "geostrata.model.vision",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

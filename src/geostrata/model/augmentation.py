@@ -7,12 +7,13 @@ Per level l (docs/architecture.md, step 3):
     e    = level-embedding buffer rows; s = r_l . e (recomputed in torch, so W_l gets gradient)
     v_l' = v_l + tanh(g_l) * CrossAttn(q=v_l, kv=[proj(e) * softmax(s/t); proj(q)])
 The search itself is a non-differentiable top-k (on the model's device, or FAISS for very large
-levels); only which entries are used comes from it. The alignment loss pulls the question-free a_l towards the embeddings of level l's
-ground-truth entries (soft-label InfoNCE over all entries of the level). Because the query is built
-on a_l, alignment is what makes retrieval find the right entries (multi-level alignment drives
-semantic augmentation). The question steers the query through a gated, norm-bounded offset: the
-gate b_l starts at 0.1 and m = QUESTION_MIX caps the offset at half the visual part (why: the
-unbounded variants measured in docs/results.md, "Earlier measurements", lost retrieval).
+levels); only which entries are used comes from it. The alignment loss pulls the question-free
+a_l towards the embeddings of level l's ground-truth entries (soft-label InfoNCE over all entries
+of the level). Because the query is built on a_l, alignment is what makes retrieval find the right
+entries (multi-level alignment drives semantic augmentation). The question steers the query
+through a gated, norm-bounded offset: the gate b_l starts at 0.1 and m = QUESTION_MIX caps the
+offset at half the visual part (why: the unbounded variants measured in docs/results.md,
+"Earlier measurements", lost retrieval).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from torch import nn
 
 from geostrata.errors import InputError, KnowledgeBaseError
 from geostrata.knowledge.protocol import Retriever
-from geostrata.model.configuration import AugmentationConfig
 from geostrata.model.outputs import RetrievedCues
+from geostrata.model.settings import AugmentationConfig
 
 # Levels with at most this many entries are searched exactly on the model's device (a (B, N)
 # matmul: 64k entries x 384 dims is ~25 MFLOP per query); larger ones go through FAISS.
@@ -93,7 +94,7 @@ class LevelAugmentation(nn.Module):
         cues, found = self._retrieve(r)  # (B, k, Dk)
         valid = found.indices >= 0  # (B, k)
         weights = torch.softmax(
-            found.scores.masked_fill(~valid, float("-inf")) / self.config.temperature, -1
+            found.scores.masked_fill(~valid, float("-inf")) / self.config.retrieval_temperature, -1
         )
         weights = torch.nan_to_num(weights, nan=0.0)  # (B, k); rows with no valid cue -> all zero
         kv = torch.cat(
@@ -158,11 +159,12 @@ class LevelAugmentation(nn.Module):
 class SemanticAugmentation(nn.Module):
     """All levels' augmentation; levels are independent, so each has its own weights."""
 
-    def __init__(self, config: AugmentationConfig) -> None:
+    def __init__(self, config: AugmentationConfig, in_dims: dict[str, int]) -> None:
+        """`in_dims`: each level's feature width as the tower gives it."""
         super().__init__()
         self.config = config
         self.levels = nn.ModuleDict(
-            {lv: LevelAugmentation(lv, config.in_dims[lv], config) for lv in config.levels}
+            {lv: LevelAugmentation(lv, in_dims[lv], config) for lv in config.levels}
         )
 
     def attach(self, retriever: Retriever, device: torch.device) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from geostrata.model.configuration import ExpertsConfig
+from geostrata.model.settings import ExpertsConfig
 
 
 @dataclass
@@ -62,7 +62,7 @@ class SemanticExperts(nn.Module):
     def __init__(self, config: ExpertsConfig) -> None:
         super().__init__()
         self.config = config
-        d, heads, mult = config.hidden_size, config.num_heads, config.ffn_mult
+        d, heads, mult = config.hidden_size, config.num_heads, config.expert_ffn_mult
         if config.experts:
             self.experts = nn.ModuleDict(
                 {lv: ExpertBlock(d, heads, mult, cross=i > 0) for i, lv in enumerate(config.levels)}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from geostrata.model.configuration import FusionConfig
+from geostrata.model.settings import FusionConfig
 from geostrata.model.vision import fit_tokens
 
 
@@ -41,10 +41,11 @@ class CrossModalFusion(nn.Module):
 class LlavaProjector(nn.Module):
     """Baseline: last-layer patch tokens -> 2-layer MLP, no retrieval, no experts."""
 
-    def __init__(self, config: FusionConfig) -> None:
+    def __init__(self, config: FusionConfig, in_dim: int) -> None:
+        """`in_dim`: width of the tower's last layer."""
         super().__init__()
         self.num_tokens = config.num_image_tokens
-        self.mlp = _mlp(config.hidden_size, config.llm_hidden_size)
+        self.mlp = _mlp(in_dim, config.llm_hidden_size)
 
     def forward(self, last: torch.Tensor) -> torch.Tensor:
         return self.mlp(fit_tokens(last, self.num_tokens))  # (B, T_img, D_llm)

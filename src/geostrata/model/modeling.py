@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,16 +23,27 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from geostrata.errors import ConfigError, InputError, KnowledgeBaseError
+from geostrata.errors import CheckpointError, ConfigError, InputError, KnowledgeBaseError
 from geostrata.knowledge.protocol import Retriever
 from geostrata.levels import VISUAL_LEVELS
 from geostrata.model.augmentation import SemanticAugmentation
-from geostrata.model.configuration import GeoStrataConfig
+from geostrata.model.configuration import GeoStrataConfig, load_saved_config
 from geostrata.model.experts import SemanticExperts
 from geostrata.model.fusion import CrossModalFusion, LlavaProjector, splice_image_tokens
 from geostrata.model.outputs import GeoStrataOutput, RetrievedCues
-from geostrata.model.vision import MultiLevelFeatures, MultiLevelVisionEncoder, _local_path
-from geostrata.weights import hf_progress_bars_off
+from geostrata.model.vision import (
+    MultiLevelFeatures,
+    MultiLevelVisionEncoder,
+    _under_meta_device,
+    load_pretrained_hf,
+    require_local,
+)
+from geostrata.weights import (
+    hf_progress_bars_off,
+    require_same_shapes,
+    safetensors_shapes,
+    state_shapes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,21 +69,26 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
 
     def __init__(self, config: GeoStrataConfig) -> None:
         super().__init__(config)
-        self.vision = MultiLevelVisionEncoder(config.vision_settings())
+        if not _under_meta_device():  # fail before building anything when weights are absent
+            for setting in ("vision_name_or_path", "text_name_or_path"):
+                if getattr(config, setting) is not None:
+                    require_local(getattr(config, setting), setting)
+        sections = config.sections()
+        self.vision = MultiLevelVisionEncoder(sections.vision)
         if config.baseline == "llava":
-            self.projector = LlavaProjector(config.fusion_settings(self.vision.last_dim))
+            self.projector = LlavaProjector(sections.fusion, self.vision.last_dim)
         else:
             self.augmentation = SemanticAugmentation(
-                config.augmentation_settings(self.vision.feature_dims)
+                sections.augmentation, self.vision.feature_dims
             )
-            self.experts = SemanticExperts(config.experts_settings())
-            self.fusion = CrossModalFusion(config.fusion_settings(config.hidden_size))
+            self.experts = SemanticExperts(sections.experts)
+            self.fusion = CrossModalFusion(sections.fusion)
             # Stands in for q when a batch comes without question embeddings (e.g. captions).
             self.default_question = nn.Parameter(torch.randn(config.knowledge_dim) * 0.02)
-        # With local pretrained weights the config-built LLM is only a placeholder until
+        # With pretrained weights the config-built LLM is only a placeholder until
         # _load_pretrained_llm replaces it: build it on the meta device (no memory, no random
         # init), or a 7B model would first take 28 GB of fp32 random weights on the CPU.
-        placeholder = _local_path(config.text_name_or_path) is not None
+        placeholder = config.text_name_or_path is not None
         with torch.device("meta") if placeholder else contextlib.nullcontext():
             self.llm = AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()
@@ -80,18 +97,40 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         self._configure_trainable()
 
     # ---- construction ------------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(cls, *args: Any, **kwargs: Any) -> GeoStrataForConditionalGeneration:
-        """transformers' loading (same arguments), without its per-tensor progress bar."""
-        with hf_progress_bars_off():
-            return super().from_pretrained(*args, **kwargs)
-
     def _load_pretrained_llm(self) -> None:
-        path = _local_path(self.config.text_name_or_path)
-        if path is None or torch.empty(0).device.type == "meta":
+        """The LLM named by `text_name_or_path`; its architecture must be the one text_config
+        describes and its folder must hold every weight (HF would initialise the rest)."""
+        name = self.config.text_name_or_path
+        if name is None or _under_meta_device():
             return
-        self.llm = AutoModelForCausalLM.from_pretrained(path, **_pretrained_llm_kwargs(self.config))
-        self.llm.resize_token_embeddings(self.config.text_config.vocab_size)  # room for <image>
+        path = require_local(name, "text_name_or_path")
+        llm = load_pretrained_hf(AutoModelForCausalLM, path, **_pretrained_llm_kwargs(self.config))
+        _check_llm_architecture(path, llm.config, self.config.text_config)
+        llm.resize_token_embeddings(self.config.text_config.vocab_size)  # room for <image>
+        self.llm = llm
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, *args: Any, **kwargs: Any
+    ) -> GeoStrataForConditionalGeneration:
+        """A saved model folder, verified before any weight is used: config.json must be a valid
+        GeoStrataConfig, and the safetensors files must hold exactly the keys and shapes of the
+        model it describes (HF would initialise missing weights randomly and drop extra ones).
+        Loads without transformers' per-tensor progress bar."""
+        folder = Path(path)
+        config = kwargs.pop("config", None) or load_saved_config(folder)
+        files = sorted(folder.glob("model*.safetensors"))
+        if not files:
+            raise CheckpointError(f"{folder} holds no model.safetensors: not a saved model folder")
+        found: dict[str, tuple[int, ...]] = {}
+        for file in files:
+            found.update(safetensors_shapes(file))
+        with torch.device("meta"):
+            expected, tied = state_shapes(cls(config))
+        where = f"{folder}: the weights do not fit the model its config.json describes"
+        require_same_shapes(where, expected, found, optional=tied)
+        with hf_progress_bars_off():
+            return super().from_pretrained(folder, *args, config=config, **kwargs)
 
     def _configure_trainable(self) -> None:
         cfg = self.config
@@ -386,6 +425,28 @@ def _pretrained_llm_kwargs(config: GeoStrataConfig) -> dict[str, object]:
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
     return kwargs
+
+
+# The architecture a pretrained LLM folder must share with text_config (vocab may grow: <image>).
+LLM_ARCHITECTURE = (
+    "model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads",
+)
+
+
+def _check_llm_architecture(path: str, found: object, wanted: object) -> None:
+    """CheckpointError naming the folder and each architecture field that differs."""
+    diffs = [
+        f"{key}={getattr(found, key, None)!r} (text_config: {getattr(wanted, key, None)!r})"
+        for key in LLM_ARCHITECTURE
+        if getattr(found, key, None) != getattr(wanted, key, None)
+    ]
+    if found.vocab_size > wanted.vocab_size:
+        diffs.append(f"vocab_size={found.vocab_size} > text_config.vocab_size={wanted.vocab_size}")
+    if diffs:
+        raise CheckpointError(
+            f"pretrained LLM {path} is not the model text_config describes: {', '.join(diffs)}"
+        )
 
 
 def count_parameters(config: GeoStrataConfig) -> dict[str, object]:

@@ -23,6 +23,7 @@ from PIL import Image
 from geostrata.atomic import write_text_atomic
 from geostrata.data.images import DEFAULT_MAX_PIXELS, as_rgb, read_image
 from geostrata.errors import CheckpointError, ConfigError, ImageError, InputError
+from geostrata.textio import read_json
 
 PROMPT_TEMPLATE = "USER: <image> {question} ASSISTANT:"
 CONFIG_NAME = "processor_config.json"
@@ -214,21 +215,38 @@ class GeoStrataProcessor:
         directory: str | Path,
         question_encoder: Callable[[list[str]], np.ndarray] | None = None,
     ) -> GeoStrataProcessor:
-        from transformers import AutoTokenizer, PreTrainedConfig
-
         path = Path(directory) / CONFIG_NAME
         if not path.is_file():
             raise CheckpointError(f"{path}: processor config not found")
-        cfg = json.loads(path.read_text())
+        cfg = read_json(path, CheckpointError)
+        tokenizer = _load_tokenizer(Path(directory))
+        try:
+            return cls(
+                tokenizer,
+                cfg["image_size"],
+                cfg["num_image_tokens"],
+                cfg["mean"],
+                cfg["std"],
+                question_encoder,
+                cfg.get("prompt_template", PROMPT_TEMPLATE),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, InputError) as exc:
+            raise CheckpointError(f"{path}: not a valid processor config ({exc!r})") from exc
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _load_tokenizer(directory: Path) -> object:
+    """The saved tokenizer; a damaged file is a CheckpointError naming it (JSON: with its line)."""
+    from transformers import AutoTokenizer, PreTrainedConfig
+
+    for name in TOKENIZER_FILES:
+        if (directory / name).is_file():
+            read_json(directory / name, CheckpointError)
+    try:
         # A model folder's config.json is GeoStrata's, which AutoTokenizer cannot map (it warned
         # "a model of type `geostrata` ... of type ``"); tokenizer_config.json names the class.
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), config=PreTrainedConfig())
-        return cls(
-            tokenizer,
-            cfg["image_size"],
-            cfg["num_image_tokens"],
-            cfg["mean"],
-            cfg["std"],
-            question_encoder,
-            cfg.get("prompt_template", PROMPT_TEMPLATE),
-        )
+        return AutoTokenizer.from_pretrained(str(directory), config=PreTrainedConfig())
+    except Exception as exc:  # tokenizers' own errors have no common base class
+        raise CheckpointError(f"{directory}: cannot load the tokenizer files ({exc})") from exc

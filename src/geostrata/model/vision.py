@@ -12,15 +12,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geostrata.errors import CheckpointError, ConfigError
 from geostrata.levels import VISUAL_LEVELS
-from geostrata.model.configuration import VisionLevelsConfig
 from geostrata.model.effnet import PYRAMID_CHANNELS, EfficientNetLite0, load_packaged_weights
 from geostrata.model.geoembed import LEVEL_CHANNELS, GeoEmbedResNet18, load_geoembed_weights
+from geostrata.model.settings import VisionLevelsConfig
+from geostrata.weights import StateMismatch, require_same_shapes
 
 
 @dataclass
@@ -110,6 +113,43 @@ def _local_path(name: str | None) -> str | None:
     return name if isinstance(cached, str) else None
 
 
+def require_local(name: str, setting: str) -> str:
+    """`name` as a local path or cached hub name; ConfigError naming the setting if absent, so a
+    missing pretrained part never turns silently into random weights."""
+    path = _local_path(name)
+    if path is None:
+        raise ConfigError(
+            f"{setting}={name!r}: pretrained weights are not on this machine (nothing is "
+            f"downloaded): fetch them where a hub is reachable and set model.{setting} to the "
+            f"local folder, or set it to null for random weights"
+        )
+    return path
+
+
+def check_loading_info(path: str, info: dict[str, Any]) -> None:
+    """CheckpointError when HF's `from_pretrained(..., output_loading_info=True)` left weights
+    missing (HF would initialise them randomly), unused or mis-shaped."""
+    mismatch = StateMismatch(
+        missing=sorted(info.get("missing_keys", ())),
+        unexpected=sorted(info.get("unexpected_keys", ())),
+        bad_shapes=sorted(str(k) for k in info.get("mismatched_keys", ())),
+    )
+    if mismatch.missing or mismatch.unexpected or mismatch.bad_shapes:
+        raise CheckpointError(f"pretrained weights in {path} are incomplete: {mismatch.describe()}")
+
+
+def load_pretrained_hf(loader: Any, path: str, **kwargs: Any) -> Any:
+    """`loader.from_pretrained(path)` with every failure (bad config.json, cut or mis-shaped
+    weights, keys HF would leave random) as one CheckpointError naming the path."""
+    try:
+        model, info = loader.from_pretrained(path, output_loading_info=True, **kwargs)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot load pretrained weights from {path}: {first}") from exc
+    check_loading_info(path, info)
+    return model
+
+
 def _under_meta_device() -> bool:
     """True inside `with torch.device("meta")` (from_pretrained, count_parameters)."""
     return torch.empty(0).device.type == "meta"
@@ -122,7 +162,7 @@ class MultiLevelVisionEncoder(nn.Module):
     def __init__(self, config: VisionLevelsConfig) -> None:
         super().__init__()
         self.config = config
-        if config.tower == "effnet_lite0":
+        if config.vision_tower == "effnet_lite0":
             self.tower: nn.Module = EfficientNetLite0()
             self.feature_dims = {
                 "scene": PYRAMID_CHANNELS[32],
@@ -130,7 +170,7 @@ class MultiLevelVisionEncoder(nn.Module):
                 "object": PYRAMID_CHANNELS[8],
             }
             self.last_dim = PYRAMID_CHANNELS[32]
-        elif config.tower == "geoembed_resnet18":
+        elif config.vision_tower == "geoembed_resnet18":
             self.tower = GeoEmbedResNet18()
             self.tower.fc.requires_grad_(False)  # geoembed's embedding head; the levels skip it
             self.feature_dims = dict(LEVEL_CHANNELS)
@@ -140,7 +180,7 @@ class MultiLevelVisionEncoder(nn.Module):
             width = config.vision_config["hidden_size"]
             self.feature_dims = {lv: width for lv in VISUAL_LEVELS}
             self.last_dim = width
-        if config.freeze:
+        if config.freeze_vision:
             self.tower.requires_grad_(False)
 
     @staticmethod
@@ -158,40 +198,46 @@ class MultiLevelVisionEncoder(nn.Module):
         return tower
 
     def load_pretrained(self) -> None:
-        """Load tower weights: packaged EfficientNet or GeoEmbed, or an HF name/path when present
-        locally."""
+        """Load tower weights: packaged EfficientNet or GeoEmbed, or the HF tower named by
+        `vision_name_or_path` (a local folder or the HF cache), whose keys and shapes must match
+        this tower exactly. Nothing to load when the name is None (random weights)."""
         if _under_meta_device():
             return
-        if self.config.tower == "effnet_lite0":
+        if self.config.vision_tower == "effnet_lite0":
             load_packaged_weights(self.tower)
             return
-        if self.config.tower == "geoembed_resnet18":
+        if self.config.vision_tower == "geoembed_resnet18":
             load_geoembed_weights(self.tower)
             return
-        path = _local_path(self.config.pretrained)
-        if path is not None:
-            from transformers import AutoModel
+        if self.config.vision_name_or_path is None:
+            return
+        from transformers import AutoModel
 
-            loaded = AutoModel.from_pretrained(path)
-            vision = getattr(loaded, "vision_model", None)  # full CLIP/SigLIP: keep the image half
-            state = (vision or loaded).state_dict()
-            own = self.tower.vision_model if hasattr(self.tower, "vision_model") else self.tower
-            own.load_state_dict(state, strict=False)
+        path = require_local(self.config.vision_name_or_path, "vision_name_or_path")
+        loaded = load_pretrained_hf(AutoModel, path)
+        vision = getattr(loaded, "vision_model", None)  # full CLIP/SigLIP: keep the image half
+        state = (vision or loaded).state_dict()
+        own = self.tower.vision_model if hasattr(self.tower, "vision_model") else self.tower
+        expected = {k: tuple(v.shape) for k, v in own.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in state.items()}
+        where = f"pretrained vision tower {path} does not fit vision_config"
+        require_same_shapes(where, expected, found)
+        own.load_state_dict(state)
 
     def train(self, mode: bool = True) -> MultiLevelVisionEncoder:
         """A frozen tower stays in eval mode (dropout / BatchNorm statistics untouched)."""
         super().train(mode)
-        if self.config.freeze:
+        if self.config.freeze_vision:
             self.tower.eval()
         return self
 
     def forward(self, pixel_values: torch.Tensor) -> MultiLevelFeatures:
         """(B, 3, S, S) -> MultiLevelFeatures."""
         pixel_values = pixel_values.to(next(self.tower.parameters()).dtype)  # e.g. a bf16 tower
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze):
-            if self.config.tower == "effnet_lite0":
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision):
+            if self.config.vision_tower == "effnet_lite0":
                 return self._effnet_levels(pixel_values)
-            if self.config.tower == "geoembed_resnet18":
+            if self.config.vision_tower == "geoembed_resnet18":
                 return self._map_levels(self.tower.level_maps(pixel_values))
             return self._hf_levels(pixel_values)
 
@@ -199,18 +245,24 @@ class MultiLevelVisionEncoder(nn.Module):
         out = self.tower(pixel_values=pixel_values, output_hidden_states=True)
         states = out.hidden_states  # num_layers + 1 tensors of (B, [CLS] + P, Dv)
         cfg = self.config
-
-        def patches(index: int) -> torch.Tensor:
-            h = states[index]
-            has_cls = math.isqrt(h.shape[1] - 1) ** 2 == h.shape[1] - 1
-            return h[:, 1:] if has_cls else h  # (B, P, Dv), a square grid of patches
-
         raw = {
-            "scene": patches(cfg.scene_layer),
-            "region": patches(cfg.region_layer),
-            "object": patches(cfg.object_layer),
+            "scene": self._drop_cls(states[cfg.scene_layer]),  # (B, P, Dv)
+            "region": self._drop_cls(states[cfg.region_layer]),
+            "object": self._drop_cls(states[cfg.object_layer]),
         }
-        return MultiLevelFeatures(self._pool_levels(raw), last=patches(-1))
+        return MultiLevelFeatures(self._pool_levels(raw), last=self._drop_cls(states[-1]))
+
+    def _drop_cls(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, [CLS] + P, Dv) -> (B, P, Dv) as `vision_cls_token` says; P must be a square."""
+        patches = hidden[:, 1:] if self.config.vision_cls_token else hidden
+        n = patches.shape[1]
+        if math.isqrt(n) ** 2 != n:
+            raise ConfigError(
+                f"the vision tower gives {hidden.shape[1]} tokens: with vision_cls_token="
+                f"{self.config.vision_cls_token} that leaves {n} patches, not a square grid "
+                "(does this tower have a [CLS] token? CLIP does, SigLIP does not)"
+            )
+        return patches
 
     def _effnet_levels(self, pixel_values: torch.Tensor) -> MultiLevelFeatures:
         pyr = self.tower.pyramid(pixel_values)

@@ -1,40 +1,27 @@
 """What a run or a trained model holds: its experiment config, data records, image and feature
 caches, processor, knowledge base and model; built once here for training, inference and
-evaluation alike."""
+evaluation alike.
 
-from geostrata.session.experiment import DataConfig, ExperimentConfig, apply_overrides
-from geostrata.session.samples import SCENE_QUESTION, TaskData, load_task, scene_answer
-from geostrata.session.session import (
-    CONFIG_FILE,
-    MODEL_DIR,
-    PROCESSOR_DIR,
-    LoadedModel,
-    Session,
-    load_knowledge,
-    load_model,
-    open_session,
-    prepare,
-    save_session,
-)
-from geostrata.session.train_config import TrainConfig
+Names are imported on first use, so `geostrata.session.experiment` (read and validated before
+anything heavy runs) imports without torch.
+"""
 
-__all__ = [
-    "CONFIG_FILE",
-    "MODEL_DIR",
-    "PROCESSOR_DIR",
-    "SCENE_QUESTION",
-    "DataConfig",
-    "ExperimentConfig",
-    "LoadedModel",
-    "Session",
-    "TaskData",
-    "TrainConfig",
-    "apply_overrides",
-    "load_knowledge",
-    "load_model",
-    "load_task",
-    "open_session",
-    "prepare",
-    "save_session",
-    "scene_answer",
-]
+from geostrata.lazy import lazy_exports
+
+_SESSION = "geostrata.session.session"
+_EXPORTS = {
+    "DataConfig": "geostrata.session.experiment",
+    "ExperimentConfig": "geostrata.session.experiment",
+    "apply_overrides": "geostrata.session.experiment",
+    "SCENE_QUESTION": "geostrata.session.samples",
+    "TaskData": "geostrata.session.samples",
+    "load_task": "geostrata.session.samples",
+    "scene_answer": "geostrata.session.samples",
+    "TrainConfig": "geostrata.session.train_config",
+    **{name: _SESSION for name in (
+        "CONFIG_FILE", "MODEL_DIR", "PROCESSOR_DIR", "LoadedModel", "Session", "load_knowledge",
+        "load_model", "open_session", "prepare", "save_session",
+    )},
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -16,8 +16,9 @@ import yaml
 
 from geostrata.atomic import write_text_atomic
 from geostrata.errors import ConfigError
+from geostrata.model.settings import MODEL_KEYS, check_model_section
 from geostrata.session.train_config import TrainConfig
-from geostrata.textio import read_yaml_mapping
+from geostrata.textio import check_known_keys, read_yaml_mapping
 
 DATA_KINDS = ("synthetic", "rsvqa", "folder", "instruct", "geochat_bench")
 
@@ -101,6 +102,7 @@ class ExperimentConfig:
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
                 raise ConfigError(f"{name} must be a number of GiB >= 0, got {value!r}")
             setattr(self, name, float(value))
+        check_model_section(self.preset, self.model)  # names model.<key>; builds nothing
 
     def stage(self, name: str) -> TrainConfig:
         """The TrainConfig of a stage, writing into `output_dir/<stage>` with the run's seed."""
@@ -112,14 +114,9 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
         """Build from a nested mapping; unknown keys raise ConfigError naming the key and source."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known, key=str)  # YAML keys need not be strings
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) {unknown} in experiment config {source}; known: {sorted(known)}"
-            )
         kwargs = dict(data)
         try:
+            check_known_keys(data, section_keys(""), source)
             if "data" in kwargs:
                 kwargs["data"] = _build(DataConfig, kwargs["data"], f"{source}: data")
             for stage in ("stage1", "stage2"):
@@ -137,9 +134,20 @@ class ExperimentConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-        """Read a YAML experiment file, then apply `key.sub=value` overrides (values are YAML)."""
-        data = read_yaml_mapping(path, "experiment config")
-        return cls.from_dict(apply_overrides(data, overrides or []), source=str(path))
+        """Read a YAML experiment file, then apply `key.sub=value` overrides (values are YAML).
+
+        Everything is validated here, model settings included, before any data or weights are
+        touched. A file must at least say where its data is (`data.root`): every other field has
+        a default, but running on the demo's data by default would hide an empty or cut file.
+        """
+        data = apply_overrides(read_yaml_mapping(path, "experiment config"), overrides or [])
+        cfg = cls.from_dict(data, source=str(path))
+        if not isinstance(data.get("data"), dict) or "root" not in data["data"]:
+            raise ConfigError(
+                f"{path}: an experiment must say where its data is: set data.root (and "
+                "data.kind unless it is a `geostrata data synth` folder)"
+            )
+        return cfg
 
     def to_dict(self) -> dict[str, Any]:
         """A plain nested mapping, the inverse of `from_dict`."""
@@ -163,12 +171,27 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from exc
         node = out
         parts = key.strip().split(".")
+        for depth, part in enumerate(parts[:2]):  # sections and their fields; HF sub-configs later
+            known = section_keys(parts[0] if depth else "")
+            if known is not None:
+                check_known_keys({part: None}, known, f"override {item!r}")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a mapping")
         node[parts[-1]] = value
     return out
+
+
+def section_keys(section: str) -> frozenset[str] | None:
+    """The keys a section of an experiment file may hold ("" is the top level; None: free)."""
+    fields = {"": ExperimentConfig, "data": DataConfig, "stage1": TrainConfig,
+              "stage2": TrainConfig}
+    if section == "model":
+        return MODEL_KEYS | {"vocab_size"}  # vocab_size: refused later with what to set instead
+    if section not in fields:
+        return None
+    return frozenset(f.name for f in dataclasses.fields(fields[section]))
 
 
 def _text(name: str, value: object) -> str:
@@ -194,8 +217,5 @@ def _build(cls: type, value: object, where: str) -> Any:
     if isinstance(value, cls):
         return value
     data = _mapping(value, where)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known, key=str)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; known: {sorted(known)}")
+    check_known_keys(data, {f.name for f in dataclasses.fields(cls)}, where)
     return cls(**data)

@@ -95,12 +95,31 @@ def load_model(
         knowledge = load_knowledge(cfg.knowledge, knowledge_extra)
     elif knowledge_extra:
         raise InputError("pass either a knowledge base or knowledge_extra files, not both")
-    processor = GeoStrataProcessor.from_pretrained(path, question_encoder=knowledge.encode_text)
     model = GeoStrataForConditionalGeneration.from_pretrained(path, use_safetensors=True)
+    processor = GeoStrataProcessor.from_pretrained(path, question_encoder=knowledge.encode_text)
+    check_processor_matches(processor, model.config, path)
     default_dtype = "float32" if target.type == "cpu" else model.config.torch_dtype
     model.to(device=target, dtype=resolve_dtype(dtype, default_dtype))
     model.attach_knowledge(knowledge)  # after the move: cue buffers go where the model is
     return LoadedModel(model.eval(), processor, knowledge, cfg, path, entry_ids(knowledge_extra))
+
+
+def check_processor_matches(processor: Any, model_cfg: Any, path: Path) -> None:
+    """The processor files of a model folder must fit its config.json: the same image size and
+    image-token count, the same `<image>` id, and no token id beyond the LLM's vocabulary."""
+    wanted = {
+        "image_size": (processor.image_size, model_cfg.image_size),
+        "num_image_tokens": (processor.num_image_tokens, model_cfg.num_image_tokens),
+        "image_token_id": (processor.image_token_id, model_cfg.image_token_id),
+    }
+    diffs = [f"{k}: processor {a!r}, model {b!r}" for k, (a, b) in wanted.items() if a != b]
+    vocab = model_cfg.text_config.vocab_size
+    if len(processor.tokenizer) > vocab:
+        diffs.append(f"tokenizer has {len(processor.tokenizer)} tokens, the LLM {vocab}")
+    if diffs:
+        raise CheckpointError(
+            f"{path}: processor files do not match config.json: {'; '.join(diffs)}"
+        )
 
 
 def entry_ids(paths: Sequence[str | Path]) -> list[str]:
@@ -143,16 +162,12 @@ def pretrained_tokenizer(model_cfg: Any) -> Any:
     from transformers import AutoTokenizer
 
     from geostrata.errors import ConfigError
-    from geostrata.model.vision import _local_path
+    from geostrata.model.vision import require_local
 
-    for name in (model_cfg.text_name_or_path, model_cfg.vision_name_or_path):
-        if name and _local_path(name) is None:
-            raise ConfigError(
-                f"pretrained weights {name!r} are not on this machine (nothing is downloaded): "
-                "fetch them where a hub is reachable and set model.text_name_or_path / "
-                "model.vision_name_or_path to the local folders"
-            )
-    tokenizer = AutoTokenizer.from_pretrained(_local_path(model_cfg.text_name_or_path))
+    if model_cfg.vision_name_or_path is not None:  # fail before the tokenizer, not at the tower
+        require_local(model_cfg.vision_name_or_path, "vision_name_or_path")
+    path = require_local(model_cfg.text_name_or_path, "text_name_or_path")
+    tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
@@ -173,6 +188,7 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
         GeoStrataProcessor,
     )
 
+    GeoStrataConfig.from_preset(cfg.preset, **cfg.model)  # HF sub-config keys, before any data
     task = load_task(cfg.data)
     knowledge = load_knowledge(cfg.knowledge)
     out = Path(cfg.output_dir)
@@ -185,8 +201,9 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
         )
     else:
         processor = build_processor(cfg, task, knowledge, model_cfg)  # deterministic on every rank
-        if is_main_process():
-            processor.save_pretrained(out / PROCESSOR_DIR)
+        if is_main_process():  # whole or absent: a kill mid-save must not block a fresh start
+            with staged_dir(out / PROCESSOR_DIR) as tmp:
+                processor.save_pretrained(tmp)
     if not model_cfg.text_name_or_path:  # a locally trained tokenizer sets the vocabulary
         model_cfg = GeoStrataConfig.from_preset(
             cfg.preset, vocab_size=len(processor.tokenizer), **model_kwargs

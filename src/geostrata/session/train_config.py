@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from geostrata.errors import ConfigError
-from geostrata.textio import read_yaml_mapping
+from geostrata.textio import check_known_keys, read_yaml_mapping
 
 MIXED_PRECISION_CHOICES = ("no", "bf16", "fp16")
 
@@ -97,11 +97,7 @@ class TrainConfig:
     @classmethod
     def _from_mapping(cls, data: dict[str, Any], source: str) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ConfigError(
-                    f"unknown key {key!r} in training config {source}; known keys: {sorted(known)}"
-                )
+        check_known_keys(data, known, f"training config {source}")
         try:
             return cls(**data)
         except ConfigError as exc:

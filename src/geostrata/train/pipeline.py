@@ -38,11 +38,9 @@ def run_experiment(
     cfg: ExperimentConfig, resume: bool = False, show_progress: bool = True
 ) -> ExperimentResult:
     """Train stage 1 then stage 2 (each resumable), save the model, return the session."""
-    out = Path(cfg.output_dir)
+    session = prepare(cfg, show_progress)  # rejects a bad config before it replaces the saved one
     if is_main_process():
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / CONFIG_FILE)
-    session = prepare(cfg, show_progress)
+        cfg.save(Path(cfg.output_dir) / CONFIG_FILE)  # atomic
     allowed = trainable_names(session.model)
     stages: dict[str, TrainResult] = {}
     for stage in ("stage1", "stage2"):
