@@ -17,18 +17,21 @@ from geostrata.demo import PROFILES, DemoProfile
 
 # Group (as typed after `geostrata`) -> what its --help must list: subcommands, options, arguments.
 HELP = {
-    "": ["data", "kb", "demo", "train", "eval", "ablate", "chat", "serve"],
+    "": ["data", "kb", "demo", "train", "eval", "ablate", "chat", "serve", "api", "predict"],
     "data": ["synth", "show"],
-    "data synth": ["--out", "--n-train", "--n-test", "--size", "--seed", "--workers"],
+    "data synth": ["--out", "--n-train", "--n-test", "--size", "--seed", "--workers", "--holdout"],
     "data show": ["--out", "--n", "--split"],
     "kb": ["build", "query", "stats", "validate"],
     "kb query": ["--level", "-k", "--kb", "--encoder"],
     "demo": ["--out", "--quick", "--seed", "--resume", "--set"],
     "train": ["config", "--set", "--resume", "--eval"],
-    "eval": ["model_dir", "--data", "--kind", "--split", "--prefix", "--out", "--device"],
+    "eval": ["model_dir", "--data", "--kind", "--split", "--prefix", "--out", "--device",
+             "--kb-extra"],
     "ablate": ["--out", "--seeds", "--profile", "--variant", "--table"],
-    "chat": ["image", "--question", "--checkpoint", "--max-new-tokens", "--device"],
-    "serve": ["--checkpoint", "--host", "--port", "--device"],
+    "chat": ["image", "--question", "--checkpoint", "--max-new-tokens", "--device", "--kb-extra"],
+    "serve": ["--checkpoint", "--host", "--port", "--device", "--kb-extra"],
+    "api": ["model_dir", "--host", "--port", "--api-key", "--image-root", "--kb-extra"],
+    "predict": ["model_dir", "inputs", "--out", "--question", "--kb-extra"],
 }
 HEAVY = ("torch", "transformers", "faiss", "gradio", "matplotlib")
 

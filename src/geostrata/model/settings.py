@@ -200,10 +200,21 @@ class AugmentationConfig(LevelTokenInputs):
     retrieval_temperature: float = 0.1  # softmax temperature over cue scores
     gate_init: float = 0.1  # tanh gate starts small but non-zero so cues get gradient at step 0
     align_temperature: float = 0.07
+    # Cue text: the names of each level's best `cue_text_k` entries are written into the prompt
+    # (each in `cue_name_tokens` tokens), so the LLM reads what was retrieved, not only its vector.
+    cue_text: bool = False
+    cue_text_k: int = 2
+    cue_name_tokens: int = 4
 
     def __post_init__(self) -> None:
         check_types(self)
         _require(self.top_k >= 0, "top_k", self.top_k, "must be >= 0")
+        _require(self.cue_text_k >= 1, "cue_text_k", self.cue_text_k, "must be >= 1")
+        _require(self.cue_name_tokens >= 2, "cue_name_tokens", self.cue_name_tokens,
+                 "must be >= 2 (a name token and a separator)")
+        if self.cue_text:
+            _require(self.retrieval and self.top_k >= self.cue_text_k, "cue_text", True,
+                     f"needs retrieval on and top_k >= cue_text_k={self.cue_text_k}")
         for name in ("retrieval_temperature", "align_temperature"):
             _require(getattr(self, name) > 0, name, getattr(self, name), "must be > 0")
 

@@ -108,7 +108,7 @@ def check_processor_matches(processor: Any, model_cfg: Any, path: Path) -> None:
     """The processor files of a model folder must fit its config.json: the same image size and
     image-token count, the same `<image>` id, and no token id beyond the LLM's vocabulary."""
     wanted = {
-        "image_size": (processor.image_size, model_cfg.image_size),
+        "image_size": (processor.image_processor.image_size, model_cfg.image_size),
         "num_image_tokens": (processor.num_image_tokens, model_cfg.num_image_tokens),
         "image_token_id": (processor.image_token_id, model_cfg.image_token_id),
     }
