@@ -50,6 +50,7 @@ class Prediction:
     cues: dict[str, list[Cue]] = field(default_factory=dict)  # level -> top-k cues, best first
     router: dict[str, float] = field(default_factory=dict)  # level -> expert weight (sums to 1)
     class_probs: list[tuple[str, float]] = field(default_factory=list)  # top classes, best first
+    prompt: str = ""  # the prompt as the LLM read it (image tokens as one <image>, cue names in)
 
 
 def check_question(question: str) -> str:
@@ -116,7 +117,12 @@ def stream_predict(
     image = loaded.processor.image_processor.square(image)  # (S, S, 3) uint8
     batch = _batch(loaded, image, question)
     out = loaded.model(**batch, use_cache=True)
-    pred = Prediction("", _cues(loaded, out.retrieved), _router(loaded, out.router_weights))
+    pred = Prediction(
+        "",
+        _cues(loaded, out.retrieved),
+        _router(loaded, out.router_weights),
+        prompt=prompt_text(loaded.processor, out.input_ids[0].tolist()),
+    )
     yield pred
     for text in _greedy_text(loaded, out, batch["attention_mask"], max_new_tokens):
         pred = replace(pred, answer=text)
@@ -186,3 +192,15 @@ def _class_probs(
     probs = torch.softmax(scores.float(), dim=0).tolist()
     ranked = sorted(zip(classes, probs, strict=True), key=lambda cp: -cp[1])
     return ranked[:top]
+
+
+def prompt_text(processor: Any, ids: list[int]) -> str:
+    """Prompt ids as the LLM read them, as text: the run of image tokens shown once as <image>,
+    padding (unfilled cue slots, left padding) left out."""
+    tok, image = processor.tokenizer, processor.image_token_id
+    kept = [
+        t
+        for i, t in enumerate(ids)
+        if t != tok.pad_token_id and not (t == image and i > 0 and ids[i - 1] == image)
+    ]
+    return tok.decode(kept, skip_special_tokens=False).strip()

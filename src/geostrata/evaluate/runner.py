@@ -50,7 +50,14 @@ def _batches(records: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 
 def _model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    keys = ("input_ids", "attention_mask", "pixel_values", "features", "question_embeds")
+    keys = (
+        "input_ids",
+        "attention_mask",
+        "pixel_values",
+        "features",
+        "question_embeds",
+        "cue_mask",
+    )
     return {k: batch[k].to(device) for k in keys if k in batch}
 
 

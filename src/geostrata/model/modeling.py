@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from geostrata.model.configuration import GeoStrataConfig, load_saved_config
 from geostrata.model.experts import SemanticExperts
 from geostrata.model.fusion import CrossModalFusion, LlavaProjector, splice_image_tokens
 from geostrata.model.outputs import GeoStrataOutput, RetrievedCues
+from geostrata.model.processing import CueSlots
 from geostrata.model.vision import (
     MultiLevelFeatures,
     MultiLevelVisionEncoder,
@@ -158,9 +160,13 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         return self.llm.get_input_embeddings()
 
     # ---- knowledge ---------------------------------------------------------------------------
-    def attach_knowledge(self, retriever: Retriever) -> None:
+    def attach_knowledge(
+        self, retriever: Retriever, cue_names: Mapping[str, torch.Tensor] | None = None
+    ) -> None:
         """Use `retriever` for top-k search; copy its level embeddings into non-persistent buffers.
 
+        ``cue_names``: with cue text on, level -> (N_l, cue_name_tokens) token ids of each
+        entry's name (`processor.cue_name_ids`), written into the prompt for retrieved entries.
         Buffers are not saved, so call this again after from_pretrained.
         """
         cfg = self.config
@@ -179,6 +185,27 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         cfg.knowledge_encoder = retriever.encoder_name
         if cfg.baseline != "llava":
             self.augmentation.attach(retriever, self.llm.get_input_embeddings().weight.device)
+        self._attach_cue_names(retriever, cue_names)
+
+    def _attach_cue_names(
+        self, retriever: Retriever, cue_names: Mapping[str, torch.Tensor] | None
+    ) -> None:
+        slots = CueSlots.from_config(self.config)
+        if not slots.total:
+            return
+        if cue_names is None:
+            raise KnowledgeBaseError(
+                "cue_text is on: attach_knowledge(kb, cue_names=processor.cue_name_ids(names)) "
+                "needs the token ids of the entries' names"
+            )
+        device = self.llm.get_input_embeddings().weight.device
+        for level in slots.levels:
+            table = cue_names.get(level)
+            want = (len(retriever.level_ids(level)), slots.name_tokens)
+            if table is None or tuple(table.shape) != want:
+                got = None if table is None else tuple(table.shape)
+                raise KnowledgeBaseError(f"cue_names[{level!r}]: shape {got}, expected {want}")
+            self.register_buffer(f"cue_names_{level}", table.to(device), persistent=False)
 
     # ---- image path --------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> MultiLevelFeatures:
@@ -232,15 +259,41 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         features: MultiLevelFeatures | None,
         question_embeds: torch.Tensor | None,
         align_targets: dict[str, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, VisualTokens | None]:
-        embeds = self.get_input_embeddings()(input_ids)  # (B, T, D_llm)
+        cue_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, VisualTokens | None, torch.Tensor]:
+        """(inputs_embeds (B, T, D_llm), what the visual path reports, the ids the LLM reads:
+        `input_ids` with the retrieved entries' names in the cue slots)."""
         if features is None and pixel_values is not None:
             features = self.encode_images(pixel_values)
         if features is None:
-            return embeds, None
+            return self.get_input_embeddings()(input_ids), None, input_ids
         visual = self.visual_tokens(features, question_embeds, align_targets)
+        if cue_mask is not None:
+            input_ids = self._write_cues(input_ids, cue_mask.to(input_ids.device), visual)
+        embeds = self.get_input_embeddings()(input_ids)  # (B, T, D_llm)
         mask = input_ids == self.config.image_token_id  # (B, T)
-        return splice_image_tokens(embeds, mask, visual.tokens), visual
+        return splice_image_tokens(embeds, mask, visual.tokens), visual, input_ids
+
+    def _write_cues(
+        self, input_ids: torch.Tensor, cue_mask: torch.Tensor, visual: VisualTokens
+    ) -> torch.Tensor:
+        """input_ids (B, T) with each level's top cue_text_k entry names in the cue slots."""
+        slots = CueSlots.from_config(self.config)
+        per_row = cue_mask.sum(dim=1)  # (B,)
+        if not slots.total or bool((per_row != slots.total).any()):
+            raise ValueError(
+                f"cue slots do not match: the prompt has {per_row.tolist()} per row, the model "
+                f"fills {slots.total} ({len(slots.levels)} levels x {slots.per_level} entries x "
+                f"{slots.name_tokens} tokens)"
+            )
+        names = []
+        for level in slots.levels:
+            idx = visual.retrieved[level].indices[:, : slots.per_level]  # (B, k)
+            table = getattr(self, f"cue_names_{level}")  # (N_l, m)
+            rows = table[idx.clamp(min=0)]  # (B, k, m)
+            pad = self.config.text_config.pad_token_id
+            names.append(rows.masked_fill((idx < 0).unsqueeze(-1), pad).flatten(1))
+        return input_ids.masked_scatter(cue_mask, torch.cat(names, dim=1))  # (B, T)
 
     @staticmethod
     def _position_ids(attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
@@ -263,9 +316,10 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         past_key_values: object | None = None,
         use_cache: bool | None = None,
         question_levels: torch.Tensor | None = None,
+        cue_mask: torch.Tensor | None = None,
     ) -> GeoStrataOutput:
-        embeds, visual = self._embed(
-            input_ids, pixel_values, features, question_embeds, align_targets
+        embeds, visual, read = self._embed(
+            input_ids, pixel_values, features, question_embeds, align_targets, cue_mask
         )
         out = self.llm(
             inputs_embeds=embeds,
@@ -274,7 +328,7 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
             cache=past_key_values,
             use_cache=use_cache,
         )
-        result = GeoStrataOutput(logits=out.logits, past_key_values=out.cache)
+        result = GeoStrataOutput(logits=out.logits, past_key_values=out.cache, input_ids=read)
         if visual is not None:
             result.router_weights = visual.router_weights
             result.retrieved = None if self.config.baseline == "llava" else visual.retrieved
@@ -340,10 +394,13 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         question_embeds: torch.Tensor | None = None,
         max_new_tokens: int = 8,
         do_sample: bool = False,
+        cue_mask: torch.Tensor | None = None,
         **kwargs: object,
     ) -> torch.Tensor:
         """Greedy/sampled decoding with KV cache from spliced inputs_embeds -> new ids (B, n)."""
-        embeds, _ = self._embed(input_ids, pixel_values, features, question_embeds, None)
+        embeds, _, _ = self._embed(
+            input_ids, pixel_values, features, question_embeds, None, cue_mask
+        )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         text = self.config.text_config
@@ -369,13 +426,14 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         ends in </s>). The image path runs once; only the LLM runs per candidate.
         """
         _check_candidates(candidates)
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        features = batch.get("features")
-        if features is None:
-            features = self.encode_images(batch["pixel_values"])
-        visual = self.visual_tokens(features, batch.get("question_embeds"))
-        prompt = splice_image_tokens(
-            self.get_input_embeddings()(ids), ids == self.config.image_token_id, visual.tokens
+        mask = batch["attention_mask"]
+        prompt, _, _ = self._embed(
+            batch["input_ids"],
+            batch.get("pixel_values"),
+            batch.get("features"),
+            batch.get("question_embeds"),
+            None,
+            batch.get("cue_mask"),
         )  # (B, T, D)
         scores = [self._candidate_logprob(prompt, mask, c) for c in candidates]
         return torch.stack(scores, dim=1)  # (B, C)

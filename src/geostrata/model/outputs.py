@@ -52,3 +52,4 @@ class GeoStrataOutput:
     past_key_values: object | None = None  # the LLM's KV cache (transformers Cache)
     router_weights: torch.Tensor | None = None  # (B, L)
     retrieved: dict[str, RetrievedCues] | None = None
+    input_ids: torch.Tensor | None = None  # (B, T) what the LLM read: cue slots hold entry names

@@ -12,9 +12,12 @@ answer tokens and the closing </s>, so the LM loss is on answers only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,9 +109,32 @@ class ImageProcessor:
         return self.pixel_values([self.square(image) for image in images])
 
 
+@dataclass(frozen=True)
+class CueSlots:
+    """Where the prompt holds retrieved knowledge as text: after the image tokens, each level's
+    label ("scene:") and `per_level` slots of `name_tokens` ids; the model writes the names of
+    the entries it retrieved into the slots (`cue_mask` marks them)."""
+
+    levels: tuple[str, ...] = ()
+    per_level: int = 0
+    name_tokens: int = 0
+
+    @classmethod
+    def from_config(cls, config: Any) -> CueSlots:
+        """The slots a GeoStrataConfig's model fills (none without retrieval or for llava)."""
+        on = config.cue_text and config.retrieval and config.top_k > 0
+        if not on or config.baseline == "llava":
+            return cls()
+        return cls(tuple(config.levels), config.cue_text_k, config.cue_name_tokens)
+
+    @property
+    def total(self) -> int:
+        return len(self.levels) * self.per_level * self.name_tokens
+
+
 class GeoStrataProcessor:
     """Images (through `image_processor`), prompt formatting, tokenisation, padding, question
-    embeddings."""
+    embeddings and the slots for cue text."""
 
     def __init__(
         self,
@@ -119,6 +145,7 @@ class GeoStrataProcessor:
         std: Sequence[float] = (0.5, 0.5, 0.5),
         question_encoder: Callable[[list[str]], np.ndarray] | None = None,
         prompt_template: str = PROMPT_TEMPLATE,
+        cue_slots: CueSlots | None = None,
     ) -> None:
         if prompt_template.count("<image>") != 1 or "{question}" not in prompt_template:
             raise InputError(
@@ -130,17 +157,51 @@ class GeoStrataProcessor:
         self.question_encoder = question_encoder
         self.prompt_template = prompt_template
         self.image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+        self.cue_slots = cue_slots or CueSlots()
+        self._cue_ids, self._cue_at = self._cue_segment()
 
     # ---- text --------------------------------------------------------------------------------
-    def prompt_ids(self, question: str) -> list[int]:
-        """<s> + prompt ids with the one <image> id expanded to num_image_tokens ids."""
+    def _cue_segment(self) -> tuple[list[int], list[int]]:
+        """The ids that follow the image tokens when cue text is on ("scene:" + pad slots per
+        level) and the offsets of the slots within them."""
+        ids: list[int] = []
+        at: list[int] = []
+        slots = self.cue_slots.per_level * self.cue_slots.name_tokens
+        for level in self.cue_slots.levels:
+            ids += self.tokenizer(f" {level}:", add_special_tokens=False)["input_ids"]
+            at += range(len(ids), len(ids) + slots)
+            ids += [self.tokenizer.pad_token_id] * slots
+        return ids, at
+
+    def prompt(self, question: str) -> tuple[list[int], list[int]]:
+        """(<s> + prompt ids with <image> expanded to num_image_tokens ids and the cue segment
+        after them, the positions of the cue slots)."""
         if "<image>" in question:
             raise InputError(f"question {question[:60]!r} must not contain <image>")
         text = self.prompt_template.format(question=question.strip())
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         at = ids.index(self.image_token_id)
-        ids = ids[:at] + [self.image_token_id] * self.num_image_tokens + ids[at + 1 :]
-        return [self.tokenizer.bos_token_id, *ids]
+        image = [self.image_token_id] * self.num_image_tokens
+        head = [self.tokenizer.bos_token_id, *ids[:at], *image]
+        slots = [len(head) + i for i in self._cue_at]
+        return [*head, *self._cue_ids, *ids[at + 1 :]], slots
+
+    def prompt_ids(self, question: str) -> list[int]:
+        return self.prompt(question)[0]
+
+    def cue_name_ids(self, names: Mapping[str, Sequence[str]]) -> dict[str, torch.Tensor]:
+        """level -> (N_l, name_tokens) ids of each entry's name and a comma, cut or padded: what
+        the model writes into the cue slots for a retrieved entry."""
+        m, pad = self.cue_slots.name_tokens, self.tokenizer.pad_token_id
+        table = {}
+        for level in self.cue_slots.levels:
+            rows = []
+            for name in names[level]:
+                ids = self.tokenizer(f" {name},", add_special_tokens=False)["input_ids"]
+                ids = ids[: m - 1] + ids[-1:] if len(ids) > m else ids  # keep the comma
+                rows.append(ids + [pad] * (m - len(ids)))
+            table[level] = torch.tensor(rows, dtype=torch.long).reshape(len(rows), m)
+        return table
 
     def answer_ids(self, answer: str) -> list[int]:
         return self.tokenizer(answer.strip(), add_special_tokens=False)["input_ids"] + [
@@ -180,14 +241,18 @@ class GeoStrataProcessor:
                 f"{len(questions)} questions, "
                 f"{'no' if answers is None else len(answers)} answers"
             )
-        prompts = [self.prompt_ids(q) for q in questions]
+        prompts, slots = zip(*[self.prompt(q) for q in questions], strict=True)
         if answers is None:
-            batch = self._pad(prompts, None, left=True)
+            rows = list(prompts)
+            batch = self._pad(rows, None, left=True)
         else:
             ans = [self.answer_ids(a) for a in answers]
             rows = [p + a for p, a in zip(prompts, ans, strict=True)]
             labels = [[-100] * len(p) + a for p, a in zip(prompts, ans, strict=True)]
             batch = self._pad(rows, labels, left=False)
+        if self.cue_slots.total:
+            shifts = [batch["input_ids"].shape[1] - len(r) if answers is None else 0 for r in rows]
+            batch["cue_mask"] = _slot_mask(batch["input_ids"].shape, slots, shifts)
         if images is not None:
             batch["pixel_values"] = self.image_processor(images)  # (B, 3, S, S)
         if self.question_encoder is not None:
@@ -206,6 +271,7 @@ class GeoStrataProcessor:
             "mean": self.image_processor.mean.ravel().tolist(),
             "std": self.image_processor.std.ravel().tolist(),
             "prompt_template": self.prompt_template,
+            "cue_slots": dataclasses.asdict(self.cue_slots),
         }
         write_text_atomic(directory / CONFIG_NAME, json.dumps(cfg, indent=2))
 
@@ -229,6 +295,7 @@ class GeoStrataProcessor:
                 cfg["std"],
                 question_encoder,
                 cfg.get("prompt_template", PROMPT_TEMPLATE),
+                _cue_slots(cfg.get("cue_slots")),
             )
         except (KeyError, TypeError, ValueError, AttributeError, InputError) as exc:
             raise CheckpointError(f"{path}: not a valid processor config ({exc!r})") from exc
@@ -250,3 +317,20 @@ def _load_tokenizer(directory: Path) -> object:
         return AutoTokenizer.from_pretrained(str(directory), config=PreTrainedConfig())
     except Exception as exc:  # tokenizers' own errors have no common base class
         raise CheckpointError(f"{directory}: cannot load the tokenizer files ({exc})") from exc
+
+
+def _slot_mask(
+    shape: torch.Size, slots: Sequence[list[int]], shifts: Sequence[int]
+) -> torch.Tensor:
+    """(B, T) True at each row's cue slots, moved right by the row's left padding."""
+    mask = torch.zeros(shape, dtype=torch.bool)
+    for i, (row, shift) in enumerate(zip(slots, shifts, strict=True)):
+        mask[i, [shift + j for j in row]] = True
+    return mask
+
+
+def _cue_slots(saved: Any) -> CueSlots:
+    """CueSlots from processor_config.json (absent in folders saved before cue text: none)."""
+    if saved is None:
+        return CueSlots()
+    return CueSlots(tuple(saved["levels"]), int(saved["per_level"]), int(saved["name_tokens"]))

@@ -100,7 +100,7 @@ def load_model(
     check_processor_matches(processor, model.config, path)
     default_dtype = "float32" if target.type == "cpu" else model.config.torch_dtype
     model.to(device=target, dtype=resolve_dtype(dtype, default_dtype))
-    model.attach_knowledge(knowledge)  # after the move: cue buffers go where the model is
+    attach_knowledge(model, processor, knowledge)  # after the move: buffers go with the model
     return LoadedModel(model.eval(), processor, knowledge, cfg, path, entry_ids(knowledge_extra))
 
 
@@ -138,9 +138,18 @@ def load_knowledge(source: str, extra: Sequence[str | Path] = ()) -> Any:
     return KnowledgeBase.load(source, extra=list(extra))
 
 
+def attach_knowledge(model: Any, processor: Any, knowledge: Any) -> None:
+    """Attach the knowledge base, with its entry names as the processor tokenises them when the
+    model writes retrieved names into the prompt (cue text)."""
+    levels = processor.cue_slots.levels
+    names = {lv: [knowledge.get(i).name for i in knowledge.level_ids(lv)] for lv in levels}
+    model.attach_knowledge(knowledge, processor.cue_name_ids(names) if levels else None)
+
+
 def build_processor(cfg: ExperimentConfig, task: TaskData, knowledge: Any, model_cfg: Any) -> Any:
     """Tokenizer (the pretrained LLM's own, or one trained locally on the run's text) + images."""
     from geostrata.model import GeoStrataProcessor, train_tokenizer
+    from geostrata.model.processing import CueSlots
 
     if model_cfg.text_name_or_path:
         tokenizer = pretrained_tokenizer(model_cfg)
@@ -154,6 +163,7 @@ def build_processor(cfg: ExperimentConfig, task: TaskData, knowledge: Any, model
         mean=model_cfg.image_mean,
         std=model_cfg.image_std,
         question_encoder=knowledge.encode_text,
+        cue_slots=CueSlots.from_config(model_cfg),
     )
 
 
@@ -210,7 +220,7 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
         )
     torch.manual_seed(cfg.seed)
     model = GeoStrataForConditionalGeneration(model_cfg)
-    model.attach_knowledge(knowledge)
+    attach_knowledge(model, processor, knowledge)
     images, features = _caches(cfg, model, processor, task, show_progress)
     targets = AlignTargetBuilder(knowledge, task.dataset, task.labels) if task.labels else None
     return Session(cfg, task, knowledge, processor, model, images, features, targets)
