@@ -26,6 +26,7 @@ class DemoProfile:
     size: int = 96
     preset: str = "tiny-effnet"
     model: dict[str, Any] = field(default_factory=dict)
+    holdout: str = ""  # classes kept out of training (data synth --holdout): "" or K/F or names
 
     def experiment(
         self, data_dir: Path, out_dir: Path, seed: int, extra: list[str] | None = None
@@ -79,7 +80,7 @@ def synthesize_once(
 
     A synthesis that was killed part-way left no meta.json, so it is simply written again.
     """
-    from geostrata.data.synthetic import load_meta, synthesize
+    from geostrata.data.synthetic import Holdout, load_meta, synthesize
     from geostrata.errors import AnnotationError
 
     if (data_dir / "meta.json").is_file():
@@ -90,12 +91,13 @@ def synthesize_once(
                 f"{err}; the benchmark in {data_dir} is damaged: delete that folder and run "
                 "again to synthesize it anew (it is generated from the seed, nothing is lost)"
             ) from err
+        held = Holdout.parse(profile.holdout, seed)
         if (m.get("n_train"), m.get("n_test"), m.get("size"), m.get("seed")) == (
             profile.n_train,
             profile.n_test,
             profile.size,
             seed,
-        ):
+        ) and Holdout.from_dict(m.get("holdout")) == held:
             return data_dir
     return synthesize(
         data_dir,
@@ -105,6 +107,7 @@ def synthesize_once(
         seed,
         workers=workers,
         progress=show_progress,
+        holdout=Holdout.parse(profile.holdout, seed),
     )
 
 
