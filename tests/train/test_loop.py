@@ -199,3 +199,9 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path):
 def test_empty_dataset_is_rejected(tmp_path):
     with pytest.raises(ConfigError, match="empty dataset"):
         train(toy_model(), [], None, toy_config(str(tmp_path)), show_progress=False)
+
+
+def test_a_dataset_without_indexing_is_refused_naming_its_type(tmp_path):
+    with pytest.raises(ConfigError, match="indexed dataset .* got generator"):
+        train(toy_model(), (s for s in toy_dataset()), None, toy_config(str(tmp_path)),
+              show_progress=False)
