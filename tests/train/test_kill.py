@@ -18,7 +18,8 @@ MAX_STEPS = 12
 
 def _run_and_kill(out: Path, min_step: int, timeout_s: float = 120.0) -> int:
     """Start the toy script, SIGKILL it as soon as a checkpoint >= min_step exists."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    path = os.pathsep.join([str(REPO / "src"), str(REPO)])  # this checkout, not an installed one
+    env = {**os.environ, "PYTHONPATH": path}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.train._toy", str(out), str(MAX_STEPS), "0.25"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
