@@ -1,12 +1,17 @@
 import numpy as np
+import torch
 
+from geostrata.knowledge import KnowledgeBase
 from geostrata.knowledge.encoder import (
     CLIPTextEncoder,
     EmbeddingCache,
     HashingEncoder,
+    MiniLMEncoder,
     TextEncoder,
     embed_texts,
 )
+
+from .conftest import entry
 
 
 def test_hashing_is_deterministic_normalised_and_lexical():
@@ -50,6 +55,21 @@ def test_minilm_loads_offline_and_ranks_harbor_over_forest(minilm, monkeypatch):
     q, h, f = minilm.encode(["a harbor with ships", harbor, forest])
     np.testing.assert_allclose([np.linalg.norm(q)], [1.0], rtol=1e-5)
     assert q @ h > q @ f + 0.1
+
+
+def test_query_vector_does_not_depend_on_the_questions_encoded_with_it(write_jsonl, tmp_path):
+    """Bit for bit, with two threads: multi-threaded matmuls round differently for different batch
+    shapes, and a resumed run meets each question in other company than an uninterrupted one."""
+    rows = write_jsonl([entry("scene.harbor", "scene", "harbor")])
+    ship, tank = "Is there a ship in the image?", "Is there a tank in the image?"  # same length
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        alone, together = (KnowledgeBase.load(rows, encoder=MiniLMEncoder(), cache_dir=tmp_path)
+                           for _ in range(2))  # fresh question caches
+        assert np.array_equal(alone.encode_text([ship])[0], together.encode_text([ship, tank])[0])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_clip_text_encoder_with_a_tiny_random_tower(tmp_path):

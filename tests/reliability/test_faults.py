@@ -22,7 +22,7 @@ from geostrata.errors import CheckpointError
 from geostrata.evaluate.report import write_metrics_json
 from geostrata.session import save_session
 from geostrata.train import checkpoint as ck
-from geostrata.train import loop, train
+from geostrata.train import history, train
 from tests.train._toy import toy_config, toy_dataset, toy_model
 
 STEPS = 6
@@ -36,7 +36,7 @@ def _run(out: Path, resume: bool = False):
 
 
 def _history_lines(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / loop.HISTORY_FILE).read_text().splitlines()]
+    return [json.loads(line) for line in (out / history.HISTORY_FILE).read_text().splitlines()]
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_half_written_history_line_is_dropped_on_resume(finished):
     """A kill mid-append leaves half a JSON line; resume rewinds the file to whole entries."""
     out, want, first = finished
     shutil.rmtree(out / "step-00000006")  # killed after logging step 6, before its save
-    with open(out / loop.HISTORY_FILE, "a", encoding="utf-8") as f:
+    with open(out / history.HISTORY_FILE, "a", encoding="utf-8") as f:
         f.write('{"step": 7, "loss": 0.12')  # no newline: the write was cut
     model, result = _run(out, resume=True)
     _same_weights(model, want)
@@ -88,12 +88,12 @@ def test_disk_full_while_logging_names_history_file(tmp_path, monkeypatch):
     real_open = open
 
     def full(path, mode="r", *args, **kwargs):
-        if str(path).endswith(loop.HISTORY_FILE) and "a" in mode:
+        if str(path).endswith(history.HISTORY_FILE) and "a" in mode:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "open", full, raising=False)
-    with pytest.raises(CheckpointError, match=rf"{loop.HISTORY_FILE}: .*No space left"):
+    monkeypatch.setattr(history, "open", full, raising=False)
+    with pytest.raises(CheckpointError, match=rf"{history.HISTORY_FILE}: .*No space left"):
         _run(tmp_path / "run")
 
 

@@ -35,8 +35,8 @@ KILLS = 3
 
 def _launch(data: Path, out: Path, logs: Path, *flags: str) -> subprocess.Popen:
     """Start the pipeline script; its output goes to files (a full pipe would stall it)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1"}
+    path = os.pathsep.join([str(REPO / "src"), str(REPO)])  # this checkout, not an installed one
+    env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     logs.mkdir(parents=True, exist_ok=True)
     n = len(list(logs.glob("*.out")))
     stdout, stderr = open(logs / f"{n}.out", "wb"), open(logs / f"{n}.err", "wb")  # noqa: SIM115

@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from geostrata.train import train  # noqa: E402
-from geostrata.train.sharded import gather_full_state  # noqa: E402
+from geostrata.train.engines import gather_full_state  # noqa: E402
 from tests.train._sharded_toy import GRAD_ACCUM, shard_toy_model  # noqa: E402
 from tests.train._toy import toy_config, toy_dataset  # noqa: E402
 

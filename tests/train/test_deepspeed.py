@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from geostrata.train import load_checkpoint
 from geostrata.train.checkpoint import list_checkpoints
-from geostrata.train.loop import DEEPSPEED_DIR
+from geostrata.train.engines import DEEPSPEED_DIR
 from tests.train._sharded_toy import TRAINED
 
 pytest.importorskip("deepspeed")

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 def _run_and_kill(out: Path, min_step: int, timeout_s: float = 120.0) -> int:
     """Start the toy script, SIGKILL it as soon as a checkpoint >= min_step exists."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    path = os.pathsep.join([str(REPO / "src"), str(REPO)])  # this checkout, not an installed one
+    env = {**os.environ, "PYTHONPATH": path}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.train._toy", str(out), str(MAX_STEPS), "0.25"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -55,5 +56,5 @@ def test_sigkilled_run_resumes_exactly(tmp_path):
     ref_cfg = toy_config(str(tmp_path / "ref"), max_steps=MAX_STEPS, save_every=1, keep_last=3)
     train(reference, toy_dataset(), None, ref_cfg, show_progress=False)
     for name, value in reference.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[name], value, atol=1e-6, rtol=0)
+        assert torch.equal(resumed.state_dict()[name], value), name  # bit-identical
     assert [h["step"] for h in result.history] == list(range(1, MAX_STEPS + 1))

@@ -2,6 +2,7 @@
 
 import json
 import math
+import random
 
 import numpy as np
 import pytest
@@ -95,8 +96,11 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
     assert latest_checkpoint(out).name == "step-00000004"
 
     resumed_model = toy_model(seed=123)  # different init: everything must come from the checkpoint
+    torch.manual_seed(99)  # global RNGs as a new process has them: the checkpoint must reset them
+    random.seed(99)
+    np.random.seed(99)
     resumed = train(resumed_model, data, None, toy_config(out), resume=True, show_progress=False)
-    _assert_same_weights(_weights(ref_model), _weights(resumed_model))
+    _assert_same_weights(_weights(ref_model), _weights(resumed_model), atol=0)  # bit-identical
     assert resumed.final_step == ref.final_step == 8
     assert [h["step"] for h in resumed.history] == list(range(1, 9))
     for a, b in zip(ref.history, resumed.history, strict=True):
@@ -195,3 +199,9 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path):
 def test_empty_dataset_is_rejected(tmp_path):
     with pytest.raises(ConfigError, match="empty dataset"):
         train(toy_model(), [], None, toy_config(str(tmp_path)), show_progress=False)
+
+
+def test_a_dataset_without_indexing_is_refused_naming_its_type(tmp_path):
+    with pytest.raises(ConfigError, match="indexed dataset .* got generator"):
+        train(toy_model(), (s for s in toy_dataset()), None, toy_config(str(tmp_path)),
+              show_progress=False)

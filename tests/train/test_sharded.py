@@ -13,8 +13,14 @@ from accelerate.utils import DistributedType
 from geostrata.errors import CheckpointError, ConfigError
 from geostrata.train import checkpoint as ck
 from geostrata.train import train
-from geostrata.train.loop import DEEPSPEED_DIR, _prepare, build_optimizer
-from geostrata.train.sharded import fill_deepspeed_config, norm_value, optimizer_state_by
+from geostrata.train.engines import (
+    DEEPSPEED_DIR,
+    DeepSpeedEngine,
+    fill_deepspeed_config,
+    norm_value,
+    optimizer_state_by,
+)
+from geostrata.train.loop import _prepare, build_optimizer
 from tests.train._toy import toy_config, toy_dataset, toy_model
 
 AUTO = {
@@ -82,7 +88,7 @@ def test_prepare_fills_the_deepspeed_config_before_accelerate_reads_it(tmp_path)
     assert seen["config"]["train_micro_batch_size_per_gpu"] == 4
     assert seen["config"]["gradient_accumulation_steps"] == 2
     assert seen["config"]["train_batch_size"] == 16
-    assert run.deepspeed and not run.fsdp and "printed" not in seen
+    assert type(run.engine) is DeepSpeedEngine and "printed" not in seen
 
 
 def test_fsdp_version_1_is_refused(tmp_path):

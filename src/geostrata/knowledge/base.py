@@ -183,7 +183,10 @@ class KnowledgeBase:
         return self._vectors[_check_level(level)]
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
-        return self.encoder.encode(list(texts))
+        """(B, D) query vectors, each encoded alone: multi-threaded matmuls round differently
+        for different batch shapes, and a question's vector must not depend on which questions
+        came with it (a resumed run meets them in other company than an uninterrupted one)."""
+        return self.encoder.encode(list(texts), batch_size=1)
 
     def search(self, queries: np.ndarray, level: str, k: int) -> SearchResult:
         """Top-k entries of `level` for `queries` (B, D); see the module docstring for padding."""

@@ -12,14 +12,12 @@ from geostrata.train.checkpoint import (
     save_checkpoint,
 )
 from geostrata.train.loop import StepInfo, TrainResult, train
-from geostrata.train.sampling import SeededSampleStream, StreamBatches, StreamPosition
+from geostrata.train.sampling import SeededSampleStream
 
 __all__ = [
     "Checkpoint",
     "SeededSampleStream",
     "StepInfo",
-    "StreamBatches",
-    "StreamPosition",
     "TrainConfig",
     "TrainResult",
     "WeightsLoadResult",

@@ -22,8 +22,8 @@ from geostrata.session import (
     prepare,
     save_session,
 )
+from geostrata.train.engines import gather_full_state
 from geostrata.train.loop import TrainResult, train
-from geostrata.train.sharded import gather_full_state
 from geostrata.train.stages import stage_parameters, trainable_names
 
 
