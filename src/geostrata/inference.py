@@ -138,13 +138,17 @@ def _greedy_text(
     The whole answer is decoded each step (not token by token) so word-piece spacing comes out
     as the tokenizer would join it.
     """
-    tokenizer, eos = loaded.processor.tokenizer, loaded.model.config.text_config.eos_token_id
+    model, tokenizer = loaded.model, loaded.processor.tokenizer
+    eos = model.config.text_config.eos_token_id
     stop = set(eos) if isinstance(eos, list | tuple) else {eos}
+    # a pointer token says "the entry in cue slot i": it is shown as that entry's name
+    slots = model.slot_answers(out.retrieved)[0] if model.cue_pointers and out.retrieved else None
     ids: list[int] = []
     next_id = out.logits[:, -1].argmax(dim=-1)  # (1,)
     while int(next_id) not in stop and len(ids) < max_new_tokens:
         ids.append(int(next_id))
-        yield tokenizer.decode(ids, skip_special_tokens=True).strip()
+        shown = model.expand_pointers(ids, slots) if slots is not None else ids
+        yield tokenizer.decode(shown, skip_special_tokens=True).strip()
         if len(ids) == max_new_tokens:
             return
         mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)  # (1, T + n)

@@ -32,7 +32,7 @@ from geostrata.model.configuration import GeoStrataConfig, load_saved_config
 from geostrata.model.experts import SemanticExperts
 from geostrata.model.fusion import CrossModalFusion, LlavaProjector, splice_image_tokens
 from geostrata.model.outputs import GeoStrataOutput, RetrievedCues
-from geostrata.model.processing import CueSlots
+from geostrata.model.processing import CueSlots, CueVocabulary
 from geostrata.model.vision import (
     MultiLevelFeatures,
     MultiLevelVisionEncoder,
@@ -59,6 +59,22 @@ class VisualTokens:
     retrieved: dict[str, RetrievedCues] = field(default_factory=dict)
     align_loss: torch.Tensor | None = None
     balance_loss: torch.Tensor | None = None
+
+
+@dataclass
+class Embedded:
+    """What the LLM is given: inputs_embeds (B, T, D_llm), the ids behind them (cue names
+    written, pointer answers), the labels to match, and what the visual path reported."""
+
+    embeds: torch.Tensor
+    visual: VisualTokens | None
+    ids: torch.Tensor
+    labels: torch.Tensor | None
+
+
+def _first(token_id: int | list[int]) -> int:
+    """The first of a config's eos ids (HF allows a list)."""
+    return token_id[0] if isinstance(token_id, list | tuple) else token_id
 
 
 class GeoStrataForConditionalGeneration(PreTrainedModel):
@@ -97,6 +113,7 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         self.vision.load_pretrained()  # after post_init, which would re-initialise loaded weights
         self._load_pretrained_llm()
         self._configure_trainable()
+        self.cue_pointers: list[int] = []  # pointer token ids, set by attach_knowledge
 
     # ---- construction ------------------------------------------------------------------------
     def _load_pretrained_llm(self) -> None:
@@ -160,13 +177,11 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         return self.llm.get_input_embeddings()
 
     # ---- knowledge ---------------------------------------------------------------------------
-    def attach_knowledge(
-        self, retriever: Retriever, cue_names: Mapping[str, torch.Tensor] | None = None
-    ) -> None:
+    def attach_knowledge(self, retriever: Retriever, cues: CueVocabulary | None = None) -> None:
         """Use `retriever` for top-k search; copy its level embeddings into non-persistent buffers.
 
-        ``cue_names``: with cue text on, level -> (N_l, cue_name_tokens) token ids of each
-        entry's name (`processor.cue_name_ids`), written into the prompt for retrieved entries.
+        ``cues``: with cue text on, the token ids of each entry's name
+        (`processor.cue_vocabulary`), written into the prompt for retrieved entries.
         Buffers are not saved, so call this again after from_pretrained.
         """
         cfg = self.config
@@ -185,27 +200,28 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         cfg.knowledge_encoder = retriever.encoder_name
         if cfg.baseline != "llava":
             self.augmentation.attach(retriever, self.llm.get_input_embeddings().weight.device)
-        self._attach_cue_names(retriever, cue_names)
+        self._attach_cues(retriever, cues)
 
-    def _attach_cue_names(
-        self, retriever: Retriever, cue_names: Mapping[str, torch.Tensor] | None
-    ) -> None:
+    def _attach_cues(self, retriever: Retriever, cues: CueVocabulary | None) -> None:
         slots = CueSlots.from_config(self.config)
+        self.cue_pointers = []
         if not slots.total:
             return
-        if cue_names is None:
+        if cues is None:
             raise KnowledgeBaseError(
-                "cue_text is on: attach_knowledge(kb, cue_names=processor.cue_name_ids(names)) "
-                "needs the token ids of the entries' names"
+                "cue_text is on: attach_knowledge(kb, processor.cue_vocabulary(names)) needs the "
+                "token ids of the entries' names"
             )
         device = self.llm.get_input_embeddings().weight.device
         for level in slots.levels:
-            table = cue_names.get(level)
+            table = cues.slot.get(level)
             want = (len(retriever.level_ids(level)), slots.name_tokens)
-            if table is None or tuple(table.shape) != want:
+            if table is None or tuple(table.shape) != want or level not in cues.answer:
                 got = None if table is None else tuple(table.shape)
-                raise KnowledgeBaseError(f"cue_names[{level!r}]: shape {got}, expected {want}")
+                raise KnowledgeBaseError(f"cue names of {level!r}: shape {got}, expected {want}")
             self.register_buffer(f"cue_names_{level}", table.to(device), persistent=False)
+            self.register_buffer(f"cue_answers_{level}", cues.answer[level], persistent=False)
+        self.cue_pointers = list(cues.pointers)
 
     # ---- image path --------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> MultiLevelFeatures:
@@ -260,19 +276,66 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         question_embeds: torch.Tensor | None,
         align_targets: dict[str, torch.Tensor] | None,
         cue_mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, VisualTokens | None, torch.Tensor]:
-        """(inputs_embeds (B, T, D_llm), what the visual path reports, the ids the LLM reads:
-        `input_ids` with the retrieved entries' names in the cue slots)."""
+        labels: torch.Tensor | None = None,
+    ) -> Embedded:
+        """The LLM's input: the retrieved entries' names written into the cue slots, answers
+        that name a retrieved entry turned into its pointer, image tokens spliced in."""
         if features is None and pixel_values is not None:
             features = self.encode_images(pixel_values)
         if features is None:
-            return self.get_input_embeddings()(input_ids), None, input_ids
+            return Embedded(self.get_input_embeddings()(input_ids), None, input_ids, labels)
         visual = self.visual_tokens(features, question_embeds, align_targets)
         if cue_mask is not None:
             input_ids = self._write_cues(input_ids, cue_mask.to(input_ids.device), visual)
+            if labels is not None and self.cue_pointers:
+                answers = self.slot_answers(visual.retrieved)
+                input_ids, labels = self._point_labels(input_ids, labels, answers)
         embeds = self.get_input_embeddings()(input_ids)  # (B, T, D_llm)
         mask = input_ids == self.config.image_token_id  # (B, T)
-        return splice_image_tokens(embeds, mask, visual.tokens), visual, input_ids
+        return Embedded(splice_image_tokens(embeds, mask, visual.tokens), visual, input_ids, labels)
+
+    def slot_answers(self, retrieved: Mapping[str, RetrievedCues]) -> list[list[list[int]]]:
+        """B x P: the answer-form ids of the entry written in each cue slot (level-major)."""
+        slots = CueSlots.from_config(self.config)
+        rows: list[list[list[int]]] = []
+        for level in slots.levels:
+            table = getattr(self, f"cue_answers_{level}").tolist()  # (N_l, A), -1 padded
+            idx = retrieved[level].indices[:, : slots.per_level].tolist()  # (B, k)
+            for b, entries in enumerate(idx):
+                if b == len(rows):
+                    rows.append([])
+                rows[b] += [[t for t in table[e] if t >= 0] if e >= 0 else [] for e in entries]
+        return rows
+
+    def _point_labels(
+        self, input_ids: torch.Tensor, labels: torch.Tensor, answers: list[list[list[int]]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """An answer equal to the name in cue slot i is learned as [<cue i>, </s>] (inputs and
+        labels alike, the rest of the answer padded out), so naming what was retrieved is one
+        decision the LLM can make for any entry, including ones no training answer named."""
+        eos = _first(self.config.text_config.eos_token_id)
+        pad = self.config.text_config.pad_token_id
+        input_ids, labels = input_ids.clone(), labels.clone()
+        for b, row in enumerate(labels.tolist()):
+            at = [t for t, v in enumerate(row) if v != -100]
+            answer = [row[t] for t in at]
+            answer = answer[:-1] if answer and answer[-1] == eos else answer
+            slot = next((i for i, a in enumerate(answers[b]) if a and a == answer), None)
+            if slot is None:
+                continue
+            first, end = at[0], at[-1] + 1
+            labels[b, first:end], input_ids[b, first:end] = -100, pad
+            labels[b, first], input_ids[b, first] = self.cue_pointers[slot], self.cue_pointers[slot]
+            labels[b, first + 1], input_ids[b, first + 1] = eos, eos
+        return input_ids, labels
+
+    def expand_pointers(self, ids: list[int], answers: list[list[int]]) -> list[int]:
+        """Generated ids with each pointer replaced by the name of the entry in its slot."""
+        where = {p: i for i, p in enumerate(self.cue_pointers)}
+        out: list[int] = []
+        for t in ids:
+            out += answers[where[t]] if t in where else [t]
+        return out
 
     def _write_cues(
         self, input_ids: torch.Tensor, cue_mask: torch.Tensor, visual: VisualTokens
@@ -318,9 +381,10 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         question_levels: torch.Tensor | None = None,
         cue_mask: torch.Tensor | None = None,
     ) -> GeoStrataOutput:
-        embeds, visual, read = self._embed(
-            input_ids, pixel_values, features, question_embeds, align_targets, cue_mask
+        emb = self._embed(
+            input_ids, pixel_values, features, question_embeds, align_targets, cue_mask, labels
         )
+        embeds, visual, labels = emb.embeds, emb.visual, emb.labels
         out = self.llm(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
@@ -328,7 +392,7 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
             cache=past_key_values,
             use_cache=use_cache,
         )
-        result = GeoStrataOutput(logits=out.logits, past_key_values=out.cache, input_ids=read)
+        result = GeoStrataOutput(logits=out.logits, past_key_values=out.cache, input_ids=emb.ids)
         if visual is not None:
             result.router_weights = visual.router_weights
             result.retrieved = None if self.config.baseline == "llava" else visual.retrieved
@@ -398,14 +462,12 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         **kwargs: object,
     ) -> torch.Tensor:
         """Greedy/sampled decoding with KV cache from spliced inputs_embeds -> new ids (B, n)."""
-        embeds, _, _ = self._embed(
-            input_ids, pixel_values, features, question_embeds, None, cue_mask
-        )
+        emb = self._embed(input_ids, pixel_values, features, question_embeds, None, cue_mask)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         text = self.config.text_config
-        return self.llm.generate(
-            inputs_embeds=embeds,
+        new = self.llm.generate(
+            inputs_embeds=emb.embeds,
             attention_mask=attention_mask,
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
@@ -414,6 +476,12 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
             bos_token_id=text.bos_token_id,
             **kwargs,
         )
+        if not self.cue_pointers or emb.visual is None:
+            return new
+        answers = self.slot_answers(emb.visual.retrieved)
+        rows = [self.expand_pointers(r, a) for r, a in zip(new.tolist(), answers, strict=True)]
+        width = max(len(r) for r in rows)
+        return torch.tensor([r + [text.pad_token_id] * (width - len(r)) for r in rows])
 
     @torch.no_grad()
     def score_candidates(
@@ -427,16 +495,43 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         """
         _check_candidates(candidates)
         mask = batch["attention_mask"]
-        prompt, _, _ = self._embed(
+        emb = self._embed(
             batch["input_ids"],
             batch.get("pixel_values"),
             batch.get("features"),
             batch.get("question_embeds"),
             None,
             batch.get("cue_mask"),
-        )  # (B, T, D)
-        scores = [self._candidate_logprob(prompt, mask, c) for c in candidates]
-        return torch.stack(scores, dim=1)  # (B, C)
+        )
+        prompt = emb.embeds  # (B, T, D)
+        scores = torch.stack([self._candidate_logprob(prompt, mask, c) for c in candidates], 1)
+        if self.cue_pointers and emb.visual is not None and "cue_mask" in batch:
+            scores = self._add_pointer_scores(scores, prompt, mask, candidates, emb.visual)
+        return scores  # (B, C)
+
+    def _add_pointer_scores(
+        self,
+        scores: torch.Tensor,
+        prompt: torch.Tensor,
+        mask: torch.Tensor,
+        candidates: list[list[int]],
+        visual: VisualTokens,
+    ) -> torch.Tensor:
+        """A candidate named by a cue slot may also be said as that slot's pointer: its score is
+        the log of the summed probability of both ways."""
+        eos = _first(self.config.text_config.eos_token_id)
+        by_pointer = torch.stack(
+            [self._candidate_logprob(prompt, mask, [p, eos]) for p in self.cue_pointers], 1
+        )  # (B, P)
+        answers = self.slot_answers(visual.retrieved)
+        out = scores.clone()
+        for b, slots in enumerate(answers):
+            for c, cand in enumerate(candidates):
+                hits = [i for i, a in enumerate(slots) if a and a == cand[:-1]]
+                if hits:
+                    both = torch.cat([scores[b, c : c + 1], by_pointer[b, hits]])
+                    out[b, c] = torch.logsumexp(both, dim=0)
+        return out
 
     def _candidate_logprob(
         self, prompt: torch.Tensor, mask: torch.Tensor, cand: list[int]

@@ -131,6 +131,26 @@ class CueSlots:
     def total(self) -> int:
         return len(self.levels) * self.per_level * self.name_tokens
 
+    @property
+    def pointer_tokens(self) -> list[str]:
+        """One token per retrieved entry in the slots: `<cue1>` names the first entry written,
+        and an answer that is a retrieved entry's name is learned as its pointer."""
+        return [f"<cue{i + 1}>" for i in range(len(self.levels) * self.per_level)]
+
+
+@dataclass
+class CueVocabulary:
+    """Token ids the model writes for retrieved entries, from the processor's tokenizer.
+
+    slot: level -> (N_l, name_tokens) each entry's name and a comma, cut or padded, as written
+    into the prompt; answer: level -> (N_l, A) each entry's name as an answer is tokenised
+    (without </s>), padded with -1; pointers: the ids of `CueSlots.pointer_tokens` ([] when the
+    tokenizer has none: no pointing)."""
+
+    slot: dict[str, torch.Tensor]
+    answer: dict[str, torch.Tensor]
+    pointers: list[int]
+
 
 class GeoStrataProcessor:
     """Images (through `image_processor`), prompt formatting, tokenisation, padding, question
@@ -189,19 +209,31 @@ class GeoStrataProcessor:
     def prompt_ids(self, question: str) -> list[int]:
         return self.prompt(question)[0]
 
-    def cue_name_ids(self, names: Mapping[str, Sequence[str]]) -> dict[str, torch.Tensor]:
-        """level -> (N_l, name_tokens) ids of each entry's name and a comma, cut or padded: what
-        the model writes into the cue slots for a retrieved entry."""
+    def cue_vocabulary(self, names: Mapping[str, Sequence[str]]) -> CueVocabulary:
+        """What the model writes for each entry of `names` (level -> entry names, in the
+        knowledge base's row order) in the cue slots and as an answer."""
         m, pad = self.cue_slots.name_tokens, self.tokenizer.pad_token_id
-        table = {}
+        slot, answer = {}, {}
         for level in self.cue_slots.levels:
             rows = []
             for name in names[level]:
                 ids = self.tokenizer(f" {name},", add_special_tokens=False)["input_ids"]
                 ids = ids[: m - 1] + ids[-1:] if len(ids) > m else ids  # keep the comma
                 rows.append(ids + [pad] * (m - len(ids)))
-            table[level] = torch.tensor(rows, dtype=torch.long).reshape(len(rows), m)
-        return table
+            slot[level] = torch.tensor(rows, dtype=torch.long).reshape(len(rows), m)
+            answers = [self.answer_ids(name)[:-1] for name in names[level]]
+            width = max((len(a) for a in answers), default=1)
+            answer[level] = torch.tensor(
+                [a + [-1] * (width - len(a)) for a in answers], dtype=torch.long
+            ).reshape(len(answers), width)
+        return CueVocabulary(slot, answer, self.pointer_ids())
+
+    def pointer_ids(self) -> list[int]:
+        """Ids of the pointer tokens, or [] when the tokenizer lacks them."""
+        tokens = self.cue_slots.pointer_tokens
+        ids = [self.tokenizer.convert_tokens_to_ids(t) for t in tokens]
+        unk = self.tokenizer.unk_token_id
+        return ids if tokens and all(i is not None and i != unk for i in ids) else []
 
     def answer_ids(self, answer: str) -> list[int]:
         return self.tokenizer(answer.strip(), add_special_tokens=False)["input_ids"] + [

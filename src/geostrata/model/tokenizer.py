@@ -9,6 +9,7 @@ so unseen words split into characters instead of <unk>.
 from __future__ import annotations
 
 import string
+from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerFast
 
@@ -18,12 +19,16 @@ SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<s>", "</s>", "<unk>", "<image>")  
 IMAGE_TOKEN = "<image>"
 
 
-def train_tokenizer(texts: list[str], vocab_size: int = 2000) -> PreTrainedTokenizerFast:
-    """Train a BPE tokenizer on `texts`; special tokens <pad>=0 <s>=1 </s>=2 <unk>=3 <image>=4."""
+def train_tokenizer(
+    texts: list[str], vocab_size: int = 2000, extra_tokens: Sequence[str] = ()
+) -> PreTrainedTokenizerFast:
+    """Train a BPE tokenizer on `texts`; special tokens <pad>=0 <s>=1 </s>=2 <unk>=3 <image>=4,
+    then `extra_tokens` (e.g. cue pointers) from 5 on."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     alphabet = sorted(set(string.printable) - set(string.whitespace))
-    if vocab_size < len(SPECIAL_TOKENS) + len(alphabet) + 1:
+    specials = [*SPECIAL_TOKENS, *extra_tokens]
+    if vocab_size < len(specials) + len(alphabet) + 1:
         raise ConfigError(
             f"vocab_size={vocab_size}: too small for the special tokens and the "
             f"{len(alphabet)}-character alphabet"
@@ -34,7 +39,7 @@ def train_tokenizer(texts: list[str], vocab_size: int = 2000) -> PreTrainedToken
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=specials,
         initial_alphabet=alphabet,
         min_frequency=1,
         show_progress=False,
@@ -46,5 +51,5 @@ def train_tokenizer(texts: list[str], vocab_size: int = 2000) -> PreTrainedToken
         bos_token="<s>",
         eos_token="</s>",
         unk_token="<unk>",
-        extra_special_tokens=[IMAGE_TOKEN],
+        extra_special_tokens=[IMAGE_TOKEN, *extra_tokens],
     )

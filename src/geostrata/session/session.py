@@ -143,7 +143,7 @@ def attach_knowledge(model: Any, processor: Any, knowledge: Any) -> None:
     model writes retrieved names into the prompt (cue text)."""
     levels = processor.cue_slots.levels
     names = {lv: [knowledge.get(i).name for i in knowledge.level_ids(lv)] for lv in levels}
-    model.attach_knowledge(knowledge, processor.cue_name_ids(names) if levels else None)
+    model.attach_knowledge(knowledge, processor.cue_vocabulary(names) if levels else None)
 
 
 def build_processor(cfg: ExperimentConfig, task: TaskData, knowledge: Any, model_cfg: Any) -> Any:
@@ -155,7 +155,8 @@ def build_processor(cfg: ExperimentConfig, task: TaskData, knowledge: Any, model
         tokenizer = pretrained_tokenizer(model_cfg)
     else:
         corpus = task.corpus() + [e.name for e in knowledge.entries]
-        tokenizer = train_tokenizer(corpus, vocab_size=cfg.tokenizer_vocab)
+        pointers = CueSlots.from_config(model_cfg).pointer_tokens
+        tokenizer = train_tokenizer(corpus, vocab_size=cfg.tokenizer_vocab, extra_tokens=pointers)
     return GeoStrataProcessor(
         tokenizer,
         image_size=model_cfg.image_size,
