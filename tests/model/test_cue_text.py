@@ -139,8 +139,9 @@ def test_an_answer_naming_a_retrieved_entry_is_learned_as_its_pointer(pointer_se
     names = _names_of(model, probe, "scene")  # what each row's scene cue slots hold
     answers = [names[0][1], "yes"]  # row 0 answers the second scene cue's name
     batch = proc(images, QUESTIONS, answers)
-    emb = model._embed(batch["input_ids"], batch["pixel_values"], None,
-                       batch["question_embeds"], None, batch["cue_mask"], batch["labels"])  # fmt: skip
+    keys = ("input_ids", "pixel_values", "features", "question_embeds", "align_targets",
+            "cue_mask", "labels")  # fmt: skip
+    emb = model._embed(*(batch.get(k) for k in keys))
     row = [t for t in emb.labels[0].tolist() if t != -100]
     assert row == [model.cue_pointers[1], proc.tokenizer.eos_token_id]
     assert [t for t in emb.labels[1].tolist() if t != -100] == proc.answer_ids("yes")
