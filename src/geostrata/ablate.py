@@ -21,6 +21,41 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "single-level (object)": {"levels": ["object"]},
     "llava baseline": {"baseline": "llava"},
 }
+# `--profile zeroshot`: classes held out of training (fold = seed); the full model reads its cues
+# as text (cue_text, with pointers), the ablations take one part away each.
+ZEROSHOT_VARIANTS: dict[str, dict[str, Any]] = {
+    "llava baseline": {"baseline": "llava"},
+    "full": {"cue_text": True},
+    "no-retrieval": {"retrieval": False},
+    "no-cue-text": {"cue_text": False},
+    "no-experts": {"cue_text": True, "experts": False},
+    "router-supervised": {"cue_text": True, "lambda_router": 0.1},
+}
+ZEROSHOT_COLUMNS = (
+    "scene_open_seen",
+    "scene_open_unseen",
+    "scene_closed_seen",
+    "scene_closed_unseen",
+    "presence_seen",
+    "presence_unseen",
+    "level_scene",
+    "level_region",
+    "level_object",
+    "vqa_oa",
+    "all_levels_correct",
+    "contradiction_rate",
+    "router_accuracy",
+    "retrieval_scene_seen",
+    "retrieval_scene_unseen",
+)
+
+
+def variants_for(profile: str) -> dict[str, dict[str, Any]]:
+    return ZEROSHOT_VARIANTS if profile == "zeroshot" else VARIANTS
+
+
+def columns_for(profile: str) -> tuple[str, ...]:
+    return ZEROSHOT_COLUMNS if profile == "zeroshot" else COLUMNS
 
 COLUMNS = (
     "vqa_oa",
@@ -72,19 +107,25 @@ def run_ablation(
     profile: str,
     show_progress: bool = True,
 ) -> AblationResult:
-    """Train and evaluate every (variant, seed) on one benchmark (synthesized once, seed 0)."""
+    """Train and evaluate every (variant, seed) on one benchmark (synthesized once, seed 0); a
+    profile whose holdout names `{fold}` gets one benchmark per seed, holding out fold = seed."""
+    import dataclasses
+
     from geostrata.demo import PROFILES, synthesize_once
     from geostrata.evaluate.suite import evaluate_session
     from geostrata.train.pipeline import run_experiment
 
     t0, out, chosen = time.perf_counter(), Path(out_dir), PROFILES[profile]
-    data_dir = synthesize_once(out / "data", chosen, 0, show_progress)
+    table = variants_for(profile)
     runs: dict[str, list[dict[str, float]]] = {}
     prior: dict[str, float] = {}
     for variant in variants:
         for seed in seeds:
+            folded = dataclasses.replace(chosen, holdout=chosen.holdout.format(fold=seed))
+            name = f"data-fold{seed}" if "{fold}" in chosen.holdout else "data"
+            data_dir = synthesize_once(out / name, folded, 0, show_progress)
             run_dir = out / _slug(variant) / f"seed{seed}"
-            extra = [f"model.{k}={_yaml(v)}" for k, v in VARIANTS[variant].items()]
+            extra = [f"model.{k}={_yaml(v)}" for k, v in table[variant].items()]
             cfg = chosen.experiment(data_dir, run_dir, seed, extra)
             result = run_experiment(cfg, resume=True, show_progress=show_progress)
             summary = evaluate_session(result.session, run_dir / "report", show_progress).summary()

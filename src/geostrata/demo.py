@@ -62,6 +62,11 @@ PROFILES: dict[str, DemoProfile] = {
     "quick": DemoProfile(n_train=300, n_test=60, stage1_steps=15, stage2_steps=120),
     # What `geostrata ablate` trains per (variant, seed): 15 runs must fit about an hour on 2 cores.
     "ablate": DemoProfile(n_train=800, n_test=200, stage1_steps=40, stage2_steps=300),
+    # `geostrata ablate --profile zeroshot`: fold = seed of 3 rotating folds, 4 scene classes
+    # and 1-2 object classes never seen in training each.
+    "zeroshot": DemoProfile(
+        n_train=800, n_test=240, stage1_steps=40, stage2_steps=300, holdout="{fold}/3"
+    ),
 }
 
 

@@ -4,7 +4,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from geostrata.ablate import PRIOR_ROW, VARIANTS, AblationResult, markdown_table
+from geostrata.ablate import PRIOR_ROW, VARIANTS, ZEROSHOT_VARIANTS, AblationResult, markdown_table
 from geostrata.cli import app
 from geostrata.demo import PROFILES, DemoProfile
 from geostrata.model import GeoStrataConfig
@@ -31,9 +31,10 @@ def test_no_prior_no_prior_row():
     assert PRIOR_ROW not in markdown_table(result)
 
 
-def test_every_variant_changes_what_it_names():
-    full = GeoStrataConfig.from_preset("tiny-effnet").to_dict()
-    for name, overrides in VARIANTS.items():
+@pytest.mark.parametrize("table", [VARIANTS, ZEROSHOT_VARIANTS])
+def test_every_variant_changes_what_it_names(table):
+    full = GeoStrataConfig.from_preset("tiny-effnet", **table["full"]).to_dict()
+    for name, overrides in table.items():
         config = GeoStrataConfig.from_preset("tiny-effnet", **overrides).to_dict()
         for key, value in overrides.items():
             assert config[key] == value, (name, key)
