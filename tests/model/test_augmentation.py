@@ -139,3 +139,20 @@ def test_retrieval_without_knowledge_base_fails_clearly():
     feats, q = _inputs()
     with pytest.raises(KnowledgeBaseError, match="attach_knowledge"):
         SemanticAugmentation(cfg, {"scene": 12})({"scene": feats["scene"]}, q)
+
+
+def test_batch_negatives_leave_entries_no_image_shows_out_of_the_contrast(retriever):
+    feats, q = _inputs()
+    n = retriever.emb["scene"].shape[0]
+    target = torch.zeros(2, n)
+    target[0, 0], target[1, 1] = 1.0, 1.0  # the batch shows entries 0 and 1 only
+    every = _module(retriever, align_negatives="all")(feats, q, {"scene": target})
+    batch = _module(retriever, align_negatives="batch")(feats, q, {"scene": target})
+    assert torch.isfinite(batch.align_loss) and batch.align_loss < every.align_loss
+    # the loss is the two-way softmax between the shown entries, recomputed by hand
+    module = _module(retriever, align_negatives="batch").levels["scene"]
+    v = module.input_proj(feats["scene"])
+    a = F.normalize(module.align_proj(v.mean(dim=1)), dim=-1)
+    logits = a @ module.entries[:2].T / module.config.align_temperature
+    expected = F.cross_entropy(logits, torch.tensor([0, 1]))
+    torch.testing.assert_close(batch.align_loss, expected)

@@ -151,9 +151,12 @@ class LevelAugmentation(nn.Module):
             return None
         a = aligned[labelled]  # (B', Dk)
         logits = a @ self.entries.to(a.dtype).T / self.config.align_temperature  # (B', N_l)
+        if self.config.align_negatives == "batch":  # only entries this batch shows compete
+            logits = logits.masked_fill(target.sum(0) <= 0, float("-inf"))
         p = target[labelled].float()
         p = p / p.sum(-1, keepdim=True)  # soft labels
-        return -(p * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+        log_q = torch.log_softmax(logits, dim=-1).masked_fill(p == 0, 0.0)  # no 0 * -inf
+        return -(p * log_q).sum(-1).mean()
 
 
 class SemanticAugmentation(nn.Module):

@@ -200,6 +200,10 @@ class AugmentationConfig(LevelTokenInputs):
     retrieval_temperature: float = 0.1  # softmax temperature over cue scores
     gate_init: float = 0.1  # tanh gate starts small but non-zero so cues get gradient at step 0
     align_temperature: float = 0.07
+    # The alignment loss contrasts an image with every entry of its level ("all") or only with
+    # the entries some image of the batch shows ("batch"): entries no training image shows (a
+    # class only the knowledge base knows) are then never pushed away, so they stay reachable.
+    align_negatives: str = "all"
     # Cue text: the names of each level's best `cue_text_k` entries are written into the prompt
     # (each in `cue_name_tokens` tokens), so the LLM reads what was retrieved, not only its vector.
     cue_text: bool = False
@@ -209,6 +213,8 @@ class AugmentationConfig(LevelTokenInputs):
     def __post_init__(self) -> None:
         check_types(self)
         _require(self.top_k >= 0, "top_k", self.top_k, "must be >= 0")
+        _require(self.align_negatives in ("all", "batch"), "align_negatives",
+                 self.align_negatives, "expected 'all' or 'batch'")
         _require(self.cue_text_k >= 1, "cue_text_k", self.cue_text_k, "must be >= 1")
         _require(self.cue_name_tokens >= 2, "cue_name_tokens", self.cue_name_tokens,
                  "must be >= 2 (a name token and a separator)")
