@@ -70,6 +70,7 @@ def test_an_empty_holdout_is_no_holdout(tmp_path):
         ("scene:castle", "not a scene class"),
         ("object:building", "expected one of"),
         ("3/3", "0 <= fold < folds"),
+        ("0/13", "2 <= folds <= 12"),
         ("a/b", "expected K/F"),
         ("colour:red", "expected K/F or scene"),
         ("scene:" + ",".join(SCENE_CLASSES[:-1]), "at least two scene classes"),

@@ -6,7 +6,8 @@ evaluation can report seen and unseen classes apart. The knowledge base keeps th
 out classes: recognising them is what retrieved knowledge is for.
 
 Folds rotate: with F folds, fold k holds out every F-th class of a seeded permutation, so each
-scene class (and each class of `OBJECT_POOL`) is held out in exactly one fold.
+scene class (and each class of `OBJECT_POOL`) is held out in exactly one fold (with F above the
+pool's size some folds hold no object out).
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ class Holdout:
     @classmethod
     def fold(cls, fold: int, folds: int, seed: int = 0) -> Holdout:
         """Fold ``fold`` of ``folds``: every folds-th class of a permutation seeded by ``seed``."""
-        if not 2 <= folds <= len(OBJECT_POOL) or not 0 <= fold < folds:
+        if not 2 <= folds <= len(SCENE_CLASSES) or not 0 <= fold < folds:
             raise ConfigError(
-                f"holdout fold {fold} of {folds}: need 2 <= folds <= {len(OBJECT_POOL)} "
+                f"holdout fold {fold} of {folds}: need 2 <= folds <= {len(SCENE_CLASSES)} "
                 "and 0 <= fold < folds"
             )
         rng = np.random.default_rng([seed, 7919])
