@@ -23,7 +23,7 @@ HELP = {
     "data show": ["--out", "--n", "--split"],
     "kb": ["build", "query", "stats", "validate"],
     "kb query": ["--level", "-k", "--kb", "--encoder"],
-    "demo": ["--out", "--quick", "--seed", "--resume", "--set"],
+    "demo": ["--out", "--quick", "--profile", "--seed", "--resume", "--set"],
     "train": ["config", "--set", "--resume", "--eval"],
     "eval": ["model_dir", "--data", "--kind", "--split", "--prefix", "--out", "--device",
              "--kb-extra"],

@@ -27,6 +27,7 @@ class DemoProfile:
     preset: str = "tiny-effnet"
     model: dict[str, Any] = field(default_factory=dict)
     holdout: str = ""  # classes kept out of training (data synth --holdout): "" or K/F or names
+    overrides: tuple[str, ...] = ()  # dotted overrides of the run config, before the user's
 
     def experiment(
         self, data_dir: Path, out_dir: Path, seed: int, extra: list[str] | None = None
@@ -54,7 +55,8 @@ class DemoProfile:
                 "log_every": 10,
             },
         }
-        return ExperimentConfig.from_dict(apply_overrides(base, extra or []), source="demo profile")
+        overrides = [*self.overrides, *(extra or [])]
+        return ExperimentConfig.from_dict(apply_overrides(base, overrides), source="demo profile")
 
 
 PROFILES: dict[str, DemoProfile] = {
@@ -66,6 +68,18 @@ PROFILES: dict[str, DemoProfile] = {
     "quick": DemoProfile(n_train=300, n_test=60, stage1_steps=15, stage2_steps=120),
     # What `geostrata ablate` trains per (variant, seed): 15 runs must fit about an hour on 2 cores.
     "ablate": DemoProfile(n_train=800, n_test=200, stage1_steps=40, stage2_steps=300),
+    # The pretrained SmolLM2-135M-Instruct (frozen, bf16, LoRA in stage 2) on 2 CPU cores in about
+    # 20 minutes: one step of 8 samples takes ~4-6 s, so few steps, no caption turns (long
+    # answers) and a small test split (generation and 12-class scoring run the LLM per question).
+    "smol": DemoProfile(
+        n_train=400,
+        n_test=100,
+        stage1_steps=30,
+        stage2_steps=150,
+        batch_size=8,
+        preset="smol",
+        overrides=("data.captions=false", "eval_batch_size=32", "stage2.lr=0.0005"),
+    ),
     # `geostrata ablate --profile zeroshot`: fold = seed of 3 rotating folds, 4 scene classes
     # and 1-2 object classes never seen in training each.
     "zeroshot": DemoProfile(

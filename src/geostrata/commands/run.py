@@ -39,6 +39,10 @@ def demo(
     quick: Annotated[
         bool, typer.Option("--quick", help="A few-minute profile (smaller data, fewer steps).")
     ] = False,
+    profile: Annotated[
+        str | None,
+        typer.Option(help="default | quick | smol (the pretrained SmolLM2-135M LLM, ~20 min)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the benchmark and of training.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted demo run in OUT.")] = False,
     set_: Annotated[
@@ -46,10 +50,15 @@ def demo(
     ] = None,
 ) -> None:
     """Synthesize the benchmark, train the tiny model in both stages, evaluate, write the report."""
-    from geostrata.demo import run_demo
+    from geostrata.demo import PROFILES, run_demo
 
+    chosen = profile or ("quick" if quick else "default")
+    if chosen not in PROFILES:
+        raise fail(ValueError(f"--profile {profile!r}: expected one of {sorted(PROFILES)}"))
+    if quick and profile is not None:
+        raise fail(ValueError("--quick is --profile quick: give one of them"))
     try:
-        result = run_demo(out, "quick" if quick else "default", seed, resume, extra=set_ or [])
+        result = run_demo(out, chosen, seed, resume, extra=set_ or [])
     except GeoStrataError as exc:
         raise fail(exc) from exc
     _print_summary("GeoStrata demo (measured on the held-out split)", result.summary)

@@ -32,6 +32,7 @@ from geostrata.model.configuration import GeoStrataConfig, load_saved_config
 from geostrata.model.experts import SemanticExperts
 from geostrata.model.fusion import CrossModalFusion, LlavaProjector, splice_image_tokens
 from geostrata.model.outputs import GeoStrataOutput, RetrievedCues
+from geostrata.model.pretrained import llm_folder, require_llm
 from geostrata.model.processing import CueSlots, CueVocabulary
 from geostrata.model.vision import (
     MultiLevelFeatures,
@@ -88,9 +89,10 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
     def __init__(self, config: GeoStrataConfig) -> None:
         super().__init__(config)
         if not _under_meta_device():  # fail before building anything when weights are absent
-            for setting in ("vision_name_or_path", "text_name_or_path"):
-                if getattr(config, setting) is not None:
-                    require_local(getattr(config, setting), setting)
+            if config.vision_name_or_path is not None:
+                require_local(config.vision_name_or_path, "vision_name_or_path")
+            if config.text_name_or_path is not None:
+                require_llm(config.text_name_or_path)
         sections = config.sections()
         self.vision = MultiLevelVisionEncoder(sections.vision)
         if config.baseline == "llava":
@@ -113,6 +115,9 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         self.vision.load_pretrained()  # after post_init, which would re-initialise loaded weights
         self._load_pretrained_llm()
         self._configure_trainable()
+        # post_init recorded tied weights (SmolLM2's lm_head = embed_tokens) under the names they
+        # had before the LLM was loaded / PEFT-wrapped; from_pretrained ties by these names.
+        self.all_tied_weights_keys = self.get_expanded_tied_weights_keys(all_submodels=True)
         self.cue_pointers: list[int] = []  # pointer token ids, set by attach_knowledge
 
     # ---- construction ------------------------------------------------------------------------
@@ -122,7 +127,7 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         name = self.config.text_name_or_path
         if name is None or _under_meta_device():
             return
-        path = require_local(name, "text_name_or_path")
+        path = llm_folder(name)  # a GGUF source is de-quantised into the cache once
         llm = load_pretrained_hf(AutoModelForCausalLM, path, **_pretrained_llm_kwargs(self.config))
         _check_llm_architecture(path, llm.config, self.config.text_config)
         llm.resize_token_embeddings(self.config.text_config.vocab_size)  # room for <image>

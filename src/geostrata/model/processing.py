@@ -202,7 +202,9 @@ class GeoStrataProcessor:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         at = ids.index(self.image_token_id)
         image = [self.image_token_id] * self.num_image_tokens
-        head = [self.tokenizer.bos_token_id, *ids[:at], *image]
+        bos = self.tokenizer.bos_token_id  # a chat template may open with it already (SmolLM2)
+        start = [] if bos is None or ids[:1] == [bos] else [bos]
+        head = [*start, *ids[:at], *image]
         slots = [len(head) + i for i in self._cue_at]
         return [*head, *self._cue_ids, *ids[at + 1 :]], slots
 

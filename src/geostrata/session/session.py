@@ -149,10 +149,13 @@ def attach_knowledge(model: Any, processor: Any, knowledge: Any) -> None:
 def build_processor(cfg: ExperimentConfig, task: TaskData, knowledge: Any, model_cfg: Any) -> Any:
     """Tokenizer (the pretrained LLM's own, or one trained locally on the run's text) + images."""
     from geostrata.model import GeoStrataProcessor, train_tokenizer
-    from geostrata.model.processing import CueSlots
+    from geostrata.model.pretrained import prompt_template_for
+    from geostrata.model.processing import PROMPT_TEMPLATE, CueSlots
 
+    template = PROMPT_TEMPLATE
     if model_cfg.text_name_or_path:
         tokenizer = pretrained_tokenizer(model_cfg)
+        template = prompt_template_for(tokenizer)  # the LLM's own chat format
     else:
         corpus = task.corpus() + [e.name for e in knowledge.entries]
         pointers = CueSlots.from_config(model_cfg).pointer_tokens
@@ -164,31 +167,17 @@ def build_processor(cfg: ExperimentConfig, task: TaskData, knowledge: Any, model
         mean=model_cfg.image_mean,
         std=model_cfg.image_std,
         question_encoder=knowledge.encode_text,
+        prompt_template=template,
         cue_slots=CueSlots.from_config(model_cfg),
     )
 
 
 def pretrained_tokenizer(model_cfg: Any) -> Any:
-    """The real LLM's tokenizer from a local folder or the local HF cache, with `<image>` added."""
-    from transformers import AutoTokenizer
+    """The real LLM's own tokenizer (a local folder, a GGUF source's cache folder or the local HF
+    cache) with `<image>` added; answers end with its chat template's end-of-turn token."""
+    from geostrata.model.pretrained import llm_tokenizer
 
-    from geostrata.errors import ConfigError
-    from geostrata.model.vision import require_local
-
-    if model_cfg.vision_name_or_path is not None:  # fail before the tokenizer, not at the tower
-        require_local(model_cfg.vision_name_or_path, "vision_name_or_path")
-    path = require_local(model_cfg.text_name_or_path, "text_name_or_path")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-    image_id = tokenizer.convert_tokens_to_ids("<image>")
-    if image_id != model_cfg.image_token_id:
-        raise ConfigError(
-            f"the tokenizer gives <image> id {image_id}, the config expects "
-            f"image_token_id={model_cfg.image_token_id}"
-        )
-    return tokenizer
+    return llm_tokenizer(model_cfg)
 
 
 def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
