@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from geostrata.atomic import process_alive
 from geostrata.errors import ConfigError, GeoStrataError, InputError
 
 logger = logging.getLogger(__name__)
@@ -387,20 +388,10 @@ def _remove_dead_caches() -> list[Path]:
             mine = folder.is_dir() and folder.stat().st_uid == os.getuid()
         except OSError:
             continue
-        if mine and pid.isdigit() and not _running(int(pid)):
+        if mine and pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True  # someone else's process, or not a PID we can judge: leave it
-    return True
 
 
 def launch_app(

@@ -132,6 +132,6 @@ def process_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # exists, owned by someone else
+    except (PermissionError, OverflowError):  # someone else's, or not a PID we can judge
         return True
     return True
