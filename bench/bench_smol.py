@@ -100,8 +100,7 @@ def bench_load() -> dict[str, Any]:
 # ---- 2. training steps ---------------------------------------------------------------------------
 def make_session(data: Path) -> Any:
     from geostrata.data.synthetic import synthesize
-    from geostrata.train.experiment import ExperimentConfig
-    from geostrata.train.pipeline import prepare
+    from geostrata.session import ExperimentConfig, prepare
 
     if not (data / "meta.json").is_file():
         synthesize(data, 64, 16, 96, 0, workers=1, progress=False)
@@ -287,7 +286,7 @@ def bench_threads(session: Any, model: Any, batch_size: int, threads: list[int])
 def bench_eval(session: Any, model: Any, batch_size: int) -> dict[str, Any]:
     import torch
 
-    from geostrata.train.samples import SCENE_QUESTION, scene_answer
+    from geostrata.session import SCENE_QUESTION, scene_answer
 
     model.eval()
     records = session.task.eval[:batch_size]

@@ -49,16 +49,15 @@ def _pct(x: float | None) -> str:
 
 
 @torch.no_grad()
-def router_weights(
-    model: Any, encode: Any, questions: Sequence[str], batch: int = 256
-) -> np.ndarray:
-    """(N, L) router weights for question texts (`encode`: the processor's question encoder)."""
-    unique = list(dict.fromkeys(questions))
-    parts = []
-    for i in range(0, len(unique), batch):
-        emb = torch.from_numpy(np.asarray(encode(unique[i : i + batch]), dtype=np.float32))
-        parts.append(model.route_questions(emb).float().cpu().numpy())
-    table = dict(zip(unique, np.concatenate(parts), strict=True))
+def router_weights(model: Any, encode: Any, questions: Sequence[str]) -> np.ndarray:
+    """(N, L) router weights for question texts (`encode`: the processor's question encoder).
+
+    Each distinct question is routed alone: a batched matmul rounds by batch shape and thread
+    count, and the figures must not depend on how many processes evaluate."""
+    table = {}
+    for question in dict.fromkeys(questions):
+        emb = torch.from_numpy(np.asarray(encode([question]), dtype=np.float32))  # (1, Dk)
+        table[question] = model.route_questions(emb).float().cpu().numpy()[0]  # (L,)
     return np.stack([table[q] for q in questions])
 
 
@@ -82,8 +81,10 @@ def router_metrics(
         for i, r in enumerate(records)
         if r.get("level") in levels
     ]
+    # 4 decimals: the question encoder's last bits follow the thread count, so unrounded means
+    # would differ between a 1- and a 2-process evaluation of the same model
     per_type = {
-        t: {lv: float(weights[rows, j].mean()) for j, lv in enumerate(levels)}
+        t: {lv: round(float(weights[rows, j].mean()), 4) for j, lv in enumerate(levels)}
         for t, rows in by_type.items()
     }
     per_type_acc = {
