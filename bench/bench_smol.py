@@ -75,13 +75,17 @@ def bench_load() -> dict[str, Any]:
     gguf = P.resolve_source(P.SMOL_SOURCE).path
     row: dict[str, Any] = {"gguf": str(gguf), "gguf_mib": round(gguf.stat().st_size / 2**20, 1)}
     with tempfile.TemporaryDirectory() as tmp:
+        from transformers import AutoModelForCausalLM
+
+        from geostrata.model.vision import load_pretrained_hf
+
         row["load_before"] = _load()
         t0 = time.perf_counter()
         folder = P.gguf_to_folder(gguf, root=Path(tmp))
         row["gguf_first_load_s"] = round(time.perf_counter() - t0, 2)  # read, de-quantise, save
         row["cache_mib"] = round(sum(f.stat().st_size for f in folder.iterdir()) / 2**20, 1)
         t0 = time.perf_counter()
-        model = P.load_llm(str(folder))
+        model = load_pretrained_hf(AutoModelForCausalLM, str(folder))
         tok = P.load_llm_tokenizer(str(folder))
         with torch.no_grad():
             model(**tok("The capital of France is", return_tensors="pt"))
@@ -300,11 +304,9 @@ def bench_eval(session: Any, model: Any, batch_size: int) -> dict[str, Any]:
         answers = session.processor.tokenizer.batch_decode(new, skip_special_tokens=True)
         scene = [{**r, "question": SCENE_QUESTION, "answer": ""} for r in records]
         sbatch = session.collator(False)(scene)
-        names = [scene_answer(c) for c in session.task.scene_classes]
+        names = [session.processor.answer_ids(scene_answer(c)) for c in session.task.scene_classes]
         t0 = time.perf_counter()
-        model.score_candidates(
-            {k: sbatch[k] for k in keys if k in sbatch}, names, session.processor.tokenizer
-        )
+        model.score_candidates({k: sbatch[k] for k in keys if k in sbatch}, names)
         score_s = time.perf_counter() - t0
     return {
         "batch_size": len(records),

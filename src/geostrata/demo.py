@@ -74,8 +74,8 @@ PROFILES: dict[str, DemoProfile] = {
     "smol": DemoProfile(
         n_train=400,
         n_test=100,
-        stage1_steps=30,
-        stage2_steps=150,
+        stage1_steps=60,
+        stage2_steps=250,
         batch_size=8,
         preset="smol",
         overrides=("data.captions=false", "eval_batch_size=32", "stage2.lr=0.0005"),
