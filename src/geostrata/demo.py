@@ -99,13 +99,14 @@ class DemoResult:
 def synthesize_once(
     data_dir: Path, profile: DemoProfile, seed: int, show_progress: bool, workers: int = 2
 ) -> Path:
-    """Write the benchmark unless the same one (same sizes and seed) is already there.
+    """Write the benchmark unless the same one (same sizes, seed and holdout) is already there.
 
     A synthesis that was killed part-way left no meta.json, so it is simply written again.
     """
     from geostrata.data.synthetic import Holdout, load_meta, synthesize
     from geostrata.errors import AnnotationError
 
+    held = Holdout.parse(profile.holdout, seed)
     if (data_dir / "meta.json").is_file():
         try:
             m = load_meta(data_dir)
@@ -114,7 +115,6 @@ def synthesize_once(
                 f"{err}; the benchmark in {data_dir} is damaged: delete that folder and run "
                 "again to synthesize it anew (it is generated from the seed, nothing is lost)"
             ) from err
-        held = Holdout.parse(profile.holdout, seed)
         if (m.get("n_train"), m.get("n_test"), m.get("size"), m.get("seed")) == (
             profile.n_train,
             profile.n_test,
@@ -130,7 +130,7 @@ def synthesize_once(
         seed,
         workers=workers,
         progress=show_progress,
-        holdout=Holdout.parse(profile.holdout, seed),
+        holdout=held,
     )
 
 

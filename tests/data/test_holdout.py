@@ -57,11 +57,11 @@ def test_test_split_keeps_every_class_and_meta_says_what_was_held(held_bench):
     assert Holdout.from_dict(load_meta(held_bench)["holdout"]) == HELD
 
 
-def test_an_empty_holdout_is_no_holdout(tmp_path):
-    plain = synthesize(tmp_path / "a", 12, 6, 64, 3)
-    empty = synthesize(tmp_path / "b", 12, 6, 64, 3, holdout=Holdout())
-    for rel in ("annotations/train.jsonl", "rsvqa/SYN_split_train_questions.json"):
-        assert (plain / rel).read_bytes() == (empty / rel).read_bytes()
+def test_without_a_holdout_training_shows_every_class(tmp_path):
+    root = synthesize(tmp_path / "a", 24, 6, 64, 3)
+    train = load_annotations(root, "train").values()
+    assert {a["scene"] for a in train} == set(SCENE_CLASSES)
+    assert load_meta(root)["holdout"] == {"scenes": [], "objects": []}
 
 
 @pytest.mark.parametrize(
