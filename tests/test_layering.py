@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "device": 1,
     "levels": 1,
     "lazy": 1,
+    "boxes": 1,
     "knowledge": 2,
     "data": 3,
     "model": 4,
