@@ -18,7 +18,8 @@ BOX_SCALE = 100  # coordinates are integers 0..BOX_SCALE
 # object size by the box's share of the image area (COCO's 32^2 / 96^2 pixels at 640^2, rounded)
 SMALL_AREA, LARGE_AREA = 0.0025, 0.0225
 
-_BOX = re.compile(r"\{\s*<\s*(-?\d+)\s*>\s*<\s*(-?\d+)\s*>\s*<\s*(-?\d+)\s*>\s*<\s*(-?\d+)\s*>\s*\}")
+_NUM = r"<\s*(-?\d+)\s*>\s*"
+_BOX = re.compile(r"\{\s*" + _NUM * 4 + r"\}")
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def iou(a: Box, b: Box) -> float:
 
 
 def size_bucket(box: Box) -> str:
-    """"small" / "medium" / "large" by the share of the image the box covers."""
+    """Size "small" / "medium" / "large" by the share of the image the box covers."""
     if box.area < SMALL_AREA:
         return "small"
     return "medium" if box.area < LARGE_AREA else "large"
