@@ -11,11 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geostrata.boxes import Box
 from geostrata.data.targets import Truth
 from geostrata.session.experiment import DataConfig
 
 SCENE_QUESTION = "What type of scene is this?"
 CAPTION_QUESTION = "Describe this image in one sentence."
+# the task prompts of grounding (expression -> box) and region description (box -> text); boxes
+# are written as geostrata.boxes has them, {<x1><y1><x2><y2>} in 0-100 (GeoChat / VRSBench)
+GROUND_TEMPLATE = "[refer] Where is {expression}? Answer with a box."
+REGION_TEMPLATE = "[region] Describe the area {box}."
 
 
 @dataclass
@@ -34,6 +39,16 @@ class TaskData:
         """Every question and answer text, for training a local tokenizer."""
         texts = [r["question"] for r in self.train] + [r["answer"] for r in self.train]
         return texts + [scene_answer(c) for c in self.scene_classes]
+
+
+def ground_question(expression: str) -> str:
+    """The grounding prompt for a referring expression ("the small red car left of the pond")."""
+    return GROUND_TEMPLATE.format(expression=expression.strip().rstrip("?."))
+
+
+def region_question(box: Box) -> str:
+    """The region-description prompt for a box."""
+    return REGION_TEMPLATE.format(box=box.text())
 
 
 def scene_answer(label: str) -> str:
