@@ -45,3 +45,18 @@ def test_iou_and_size():
     assert size_bucket(Box(0, 0, 4, 4)) == "small"
     assert size_bucket(Box(0, 0, 10, 10)) == "medium"
     assert size_bucket(Box(0, 0, 40, 40)) == "large"
+
+
+def test_draw_boxes_outlines_the_box_and_leaves_the_input_alone():
+    import numpy as np
+
+    from geostrata.boxes import draw_boxes
+
+    image = np.zeros((50, 100, 3), np.uint8)
+    out = draw_boxes(image, [Box(10, 20, 50, 80)], color=(0, 255, 0), labels=["ship"], width=1)
+    assert image.sum() == 0  # a copy
+    assert (out[10, 10:50, 1] == 255).all()  # the top edge: y 20% of 50, x 10-50% of 100
+    assert (out[10:40, 10, 1] == 255).all()  # the left edge
+    assert out[45, 80].sum() == 0
+    with pytest.raises(InputError, match="uint8"):
+        draw_boxes(image.astype(np.float32), [])

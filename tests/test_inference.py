@@ -97,3 +97,17 @@ def test_chat_refuses_the_image_slot_before_loading_a_model(tmp_path):
     )
     assert result.exit_code == 1 and "<image>" in result.output
     assert "model.safetensors" not in result.output and not missing.exists()
+
+
+def test_earlier_turns_reach_the_prompt_and_bad_turns_are_named(loaded):
+    image = np.zeros((32, 32, 3), np.uint8)
+    pred = predict(loaded, image, "Is there a ship?", history=[("How many cars?", "2")])
+    first = pred.prompt.index("How many cars?")
+    assert first < pred.prompt.index(" 2") < pred.prompt.index("Is there a ship?")
+    assert pred.prompt.count("<image>") == 1
+    alone = predict(loaded, image, "Is there a ship?")
+    assert "cars" not in alone.prompt
+    with pytest.raises(InputError, match="history turn 1"):
+        predict(loaded, image, "Is there a ship?", history=[("", "2")])
+    with pytest.raises(InputError, match="history turn 2"):
+        predict(loaded, image, "Is there a ship?", history=[("a?", "b"), ("only one",)])

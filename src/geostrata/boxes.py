@@ -10,7 +10,10 @@ box (an unparseable grounding answer counts as a miss, see evaluate/grounding).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from geostrata.errors import InputError
 
@@ -107,6 +110,33 @@ def size_bucket(box: Box) -> str:
     if box.area < SMALL_AREA:
         return "small"
     return "medium" if box.area < LARGE_AREA else "large"
+
+
+def draw_boxes(
+    image: np.ndarray,
+    boxes: Sequence[Box],
+    color: tuple[int, int, int] = (255, 40, 40),
+    labels: Sequence[str] = (),
+    width: int | None = None,
+) -> np.ndarray:
+    """A copy of the (H, W, 3) uint8 `image` with `boxes` outlined (and labelled, when `labels`
+    has one text per box): what chat, the app, the API and the report show."""
+    from PIL import Image, ImageDraw
+
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InputError(
+            f"draw_boxes needs an (H, W, 3) uint8 image, got {image.shape} {image.dtype}"
+        )
+    height, wide = image.shape[:2]
+    canvas = Image.fromarray(image)
+    pen = ImageDraw.Draw(canvas)
+    line = width or max(1, round(min(height, wide) / 100))
+    for i, box in enumerate(boxes):
+        x1, y1, x2, y2 = box.pixels(wide, height)
+        pen.rectangle((x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)), outline=color, width=line)
+        if i < len(labels) and labels[i]:
+            pen.text((x1 + line + 1, y1 + line), labels[i], fill=color)
+    return np.asarray(canvas)
 
 
 def _clamp(value: int) -> int:

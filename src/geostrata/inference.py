@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,13 +18,14 @@ import torch
 
 from geostrata.errors import InputError
 from geostrata.model.outputs import RetrievedCues
-from geostrata.model.processing import ImageInput
+from geostrata.model.processing import ImageInput, Turns
 from geostrata.session import SCENE_QUESTION, LoadedModel, load_model, scene_answer
 
 __all__ = [
     "Cue",
     "LoadedModel",
     "Prediction",
+    "check_history",
     "check_question",
     "load_model",
     "predict",
@@ -82,6 +83,23 @@ def check_question(question: str) -> str:
     return question
 
 
+def check_history(history: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
+    """Earlier (question, answer) turns fit for the prompt (questions as `check_question`;
+    answers are text without control characters), or an InputError naming the turn."""
+    turns = []
+    for i, turn in enumerate(history):
+        if not isinstance(turn, Sequence) or isinstance(turn, str) or len(turn) != 2:
+            raise InputError(f"history turn {i + 1}: needs (question, answer), got {turn!r:.80}")
+        question, answer = turn
+        try:
+            question = check_question(question)
+            answer = check_question(answer) if str(answer).strip() else ""
+        except InputError as exc:
+            raise InputError(f"history turn {i + 1}: {exc}") from exc
+        turns.append((question, answer))
+    return turns
+
+
 def predict(
     loaded: LoadedModel,
     image: ImageInput,
@@ -89,10 +107,12 @@ def predict(
     classes: list[str] | None = None,
     max_new_tokens: int = 16,
     top_classes: int = 5,
+    history: Turns = (),
 ) -> Prediction:
     """Answer `question` about `image`, with retrieved cues, router weights and class scores
-    (the final state of `stream_predict`)."""
-    steps = stream_predict(loaded, image, question, classes, max_new_tokens, top_classes)
+    (the final state of `stream_predict`); `history`: earlier (question, answer) turns about the
+    same image, oldest first."""
+    steps = stream_predict(loaded, image, question, classes, max_new_tokens, top_classes, history)
     return collections.deque(steps, maxlen=1)[0]  # the last state; it always yields
 
 
@@ -104,6 +124,7 @@ def stream_predict(
     classes: list[str] | None = None,
     max_new_tokens: int = 16,
     top_classes: int = 5,
+    history: Turns = (),
 ) -> Iterator[Prediction]:
     """`predict`, step by step: yields the Prediction as it grows, for chat and the web app.
 
@@ -113,9 +134,9 @@ def stream_predict(
     `model.generate`, so the final answer is the same. The image is decoded and letterboxed once
     (a bad file fails before the model runs); the processor leaves that square unchanged.
     """
-    question = check_question(question)
+    question, history = check_question(question), check_history(history)
     image = loaded.processor.image_processor.square(image)  # (S, S, 3) uint8
-    batch = _batch(loaded, image, question)
+    batch = _batch(loaded, image, question, history)
     out = loaded.model(**batch, use_cache=True)
     pred = Prediction(
         "",
@@ -161,10 +182,13 @@ def _greedy_text(
         next_id = out.logits[:, -1].argmax(dim=-1)  # (1,)
 
 
-def _batch(loaded: LoadedModel, image: ImageInput, question: str) -> dict[str, torch.Tensor]:
+def _batch(
+    loaded: LoadedModel, image: ImageInput, question: str, history: Turns = ()
+) -> dict[str, torch.Tensor]:
     """The model input for one image and question, through the processor like training's."""
     device = next(loaded.model.parameters()).device
-    return {k: v.to(device) for k, v in loaded.processor([image], [question]).items()}
+    batch = loaded.processor([image], [question], histories=[history])
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def _cues(

@@ -129,6 +129,9 @@ def test_chat_prompt_template_and_end_of_turn(llm: SimpleNamespace) -> None:
     assert template.endswith(turn)
     assert tok.eos_token == "<|im_end|>" == P.end_of_turn_token(tok)
     assert tok.convert_tokens_to_ids("<image>") == 49152 and len(tok) == 49153
+    # a later turn: after the answer's own <|im_end|>, the next user turn and assistant opening
+    later = P.chat_turn_template(tok)
+    assert later == "\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
 @pytest.fixture(scope="module")

@@ -279,6 +279,29 @@ def chat_prompt_template(tokenizer: Any) -> str | None:
     return text.replace(_SENTINEL, "{question}")
 
 
+_ANSWER = "\u241fANSWER\u241f"
+
+
+def chat_turn_template(tokenizer: Any) -> str | None:
+    """A later user turn in the tokenizer's chat format: what follows an assistant answer's
+    end-of-turn token up to the next assistant opening, with ``{question}``; None without a chat
+    template (the processor then derives one from the plain template)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": _ANSWER},
+        {"role": "user", "content": _SENTINEL},
+    ]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    after = text.split(_ANSWER, 1)[1]
+    end = end_of_turn_token(tokenizer)
+    if end is not None and after.startswith(end):  # the answer's own end token closes the turn
+        after = after[len(end) :]
+    after = after.replace("{", "{{").replace("}", "}}")
+    return after.replace(_SENTINEL, "{question}")
+
+
 def end_of_turn_token(tokenizer: Any) -> str | None:
     """The token the chat template closes an assistant turn with (SmolLM2: ``<|im_end|>``)."""
     if not getattr(tokenizer, "chat_template", None):

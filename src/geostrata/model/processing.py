@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,14 @@ from geostrata.errors import CheckpointError, ConfigError, ImageError, InputErro
 from geostrata.textio import read_json
 
 PROMPT_TEMPLATE = "USER: <image> {question} ASSISTANT:"
+MAX_HISTORY_TOKENS = 256  # earlier turns kept in the prompt (newest first), the image always kept
+Turns = Sequence[tuple[str, str]]  # earlier (question, answer) turns, oldest first
+
+
+def followup_template(prompt_template: str) -> str:
+    """A later user turn of a plain prompt template: the template without its image slot, after a
+    space ("USER: <image> {question} ASSISTANT:" -> " USER: {question} ASSISTANT:")."""
+    return " " + re.sub(r"\s*<image>\s*", " ", prompt_template).strip()
 CONFIG_NAME = "processor_config.json"
 
 ImageInput = str | Path | np.ndarray  # a file, or an (H, W) / (H, W, C) array of any dtype
@@ -166,16 +175,23 @@ class GeoStrataProcessor:
         question_encoder: Callable[[list[str]], np.ndarray] | None = None,
         prompt_template: str = PROMPT_TEMPLATE,
         cue_slots: CueSlots | None = None,
+        turn_template: str | None = None,
+        max_history_tokens: int = MAX_HISTORY_TOKENS,
     ) -> None:
         if prompt_template.count("<image>") != 1 or "{question}" not in prompt_template:
             raise InputError(
                 f"prompt_template {prompt_template!r}: needs one <image> and {{question}}"
             )
+        turn_template = turn_template or followup_template(prompt_template)
+        if "<image>" in turn_template or "{question}" not in turn_template:
+            raise InputError(f"turn_template {turn_template!r}: needs {{question}}, no <image>")
         self.tokenizer = tokenizer
         self.image_processor = ImageProcessor(image_size, mean, std)
         self.num_image_tokens = num_image_tokens
         self.question_encoder = question_encoder
         self.prompt_template = prompt_template
+        self.turn_template = turn_template  # a later user turn (after an answer and its end token)
+        self.max_history_tokens = max_history_tokens
         self.image_token_id = tokenizer.convert_tokens_to_ids("<image>")
         self.cue_slots = cue_slots or CueSlots()
         self._cue_ids, self._cue_at = self._cue_segment()
@@ -193,12 +209,21 @@ class GeoStrataProcessor:
             ids += [self.tokenizer.pad_token_id] * slots
         return ids, at
 
-    def prompt(self, question: str) -> tuple[list[int], list[int]]:
+    def prompt(self, question: str, history: Turns = ()) -> tuple[list[int], list[int]]:
         """(<s> + prompt ids with <image> expanded to num_image_tokens ids and the cue segment
-        after them, the positions of the cue slots)."""
-        if "<image>" in question:
-            raise InputError(f"question {question[:60]!r} must not contain <image>")
-        text = self.prompt_template.format(question=question.strip())
+        after them, the positions of the cue slots).
+
+        `history` (earlier (question, answer) turns, oldest first) is written before `question`:
+        the oldest kept turn takes the image slot, each answer ends with the end token, later
+        questions follow `turn_template`. Turns are dropped oldest first until they fit
+        `max_history_tokens`, so the image and the current question always stay.
+        """
+        for text in (question, *(t for turn in history for t in turn)):
+            if "<image>" in text:
+                raise InputError(f"question {text[:60]!r} must not contain <image>")
+        turns = self._kept_turns(history)
+        first = turns[0][0] if turns else question
+        text = self.prompt_template.format(question=first.strip())
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         at = ids.index(self.image_token_id)
         image = [self.image_token_id] * self.num_image_tokens
@@ -206,10 +231,29 @@ class GeoStrataProcessor:
         start = [] if bos is None or ids[:1] == [bos] else [bos]
         head = [*start, *ids[:at], *image]
         slots = [len(head) + i for i in self._cue_at]
-        return [*head, *self._cue_ids, *ids[at + 1 :]], slots
+        tail = ids[at + 1 :]
+        for i, (_, answer) in enumerate(turns):
+            following = turns[i + 1][0] if i + 1 < len(turns) else question
+            tail += self.answer_ids(answer) + self._turn_ids(following)
+        return [*head, *self._cue_ids, *tail], slots
 
-    def prompt_ids(self, question: str) -> list[int]:
-        return self.prompt(question)[0]
+    def _turn_ids(self, question: str) -> list[int]:
+        text = self.turn_template.format(question=question.strip())
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _kept_turns(self, history: Turns) -> list[tuple[str, str]]:
+        """The newest turns whose question + answer ids fit max_history_tokens (oldest first)."""
+        kept: list[tuple[str, str]] = []
+        used = 0
+        for question, answer in reversed([tuple(t) for t in history]):
+            used += len(self._turn_ids(question)) + len(self.answer_ids(answer))
+            if used > self.max_history_tokens:
+                break
+            kept.insert(0, (question, answer))
+        return kept
+
+    def prompt_ids(self, question: str, history: Turns = ()) -> list[int]:
+        return self.prompt(question, history)[0]
 
     def cue_vocabulary(self, names: Mapping[str, Sequence[str]]) -> CueVocabulary:
         """What the model writes for each entry of `names` (level -> entry names, in the
@@ -265,8 +309,10 @@ class GeoStrataProcessor:
         images: Sequence[ImageInput] | None,
         questions: list[str],
         answers: list[str] | None = None,
+        histories: Sequence[Turns] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """`images=None` builds the text side only (for cached tower features)."""
+        """`images=None` builds the text side only (for cached tower features); `histories`:
+        each sample's earlier turns (see `prompt`)."""
         if (images is not None and len(images) != len(questions)) or (
             answers is not None and len(answers) != len(questions)
         ):
@@ -275,7 +321,12 @@ class GeoStrataProcessor:
                 f"{len(questions)} questions, "
                 f"{'no' if answers is None else len(answers)} answers"
             )
-        prompts, slots = zip(*[self.prompt(q) for q in questions], strict=True)
+        histories = histories if histories is not None else [()] * len(questions)
+        if len(histories) != len(questions):
+            raise InputError(f"{len(histories)} histories for {len(questions)} questions")
+        prompts, slots = zip(
+            *[self.prompt(q, h) for q, h in zip(questions, histories, strict=True)], strict=True
+        )
         if answers is None:
             rows = list(prompts)
             batch = self._pad(rows, None, left=True)
@@ -305,6 +356,8 @@ class GeoStrataProcessor:
             "mean": self.image_processor.mean.ravel().tolist(),
             "std": self.image_processor.std.ravel().tolist(),
             "prompt_template": self.prompt_template,
+            "turn_template": self.turn_template,
+            "max_history_tokens": self.max_history_tokens,
             "cue_slots": dataclasses.asdict(self.cue_slots),
         }
         write_text_atomic(directory / CONFIG_NAME, json.dumps(cfg, indent=2))
@@ -330,6 +383,8 @@ class GeoStrataProcessor:
                 question_encoder,
                 cfg.get("prompt_template", PROMPT_TEMPLATE),
                 _cue_slots(cfg.get("cue_slots")),
+                cfg.get("turn_template"),
+                cfg.get("max_history_tokens", MAX_HISTORY_TOKENS),
             )
         except (KeyError, TypeError, ValueError, AttributeError, InputError) as exc:
             raise CheckpointError(f"{path}: not a valid processor config ({exc!r})") from exc

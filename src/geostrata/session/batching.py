@@ -130,7 +130,9 @@ class VQACollator:
     def __call__(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         paths = [r["image_path"] for r in records]
         answers = [r["answer"] for r in records] if self.with_answers else None
-        batch = dict(self.processor(None, [r["question"] for r in records], answers))
+        questions = [r["question"] for r in records]
+        histories = [r.get("history") or () for r in records]  # earlier turns (task "chat")
+        batch = dict(self.processor(None, questions, answers, histories))
         # With cached tower features the pixels are never needed: skip decoding and resizing.
         if self.features is not None:
             batch["features"] = self.features.get(paths)

@@ -149,13 +149,14 @@ def attach_knowledge(model: Any, processor: Any, knowledge: Any) -> None:
 def build_processor(cfg: ExperimentConfig, task: TaskData, knowledge: Any, model_cfg: Any) -> Any:
     """Tokenizer (the pretrained LLM's own, or one trained locally on the run's text) + images."""
     from geostrata.model import GeoStrataProcessor, train_tokenizer
-    from geostrata.model.pretrained import prompt_template_for
+    from geostrata.model.pretrained import chat_turn_template, prompt_template_for
     from geostrata.model.processing import PROMPT_TEMPLATE, CueSlots
 
-    template = PROMPT_TEMPLATE
+    template, turn_template = PROMPT_TEMPLATE, None
     if model_cfg.text_name_or_path:
         tokenizer = pretrained_tokenizer(model_cfg)
         template = prompt_template_for(tokenizer)  # the LLM's own chat format
+        turn_template = chat_turn_template(tokenizer)
     else:
         corpus = task.corpus() + [e.name for e in knowledge.entries]
         pointers = CueSlots.from_config(model_cfg).pointer_tokens
@@ -169,6 +170,7 @@ def build_processor(cfg: ExperimentConfig, task: TaskData, knowledge: Any, model
         question_encoder=knowledge.encode_text,
         prompt_template=template,
         cue_slots=CueSlots.from_config(model_cfg),
+        turn_template=turn_template,
     )
 
 
