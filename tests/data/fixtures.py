@@ -222,3 +222,172 @@ def write_bomb_tiff(
 
     tifffile.imwrite(path, strips(), compression=compression, rowsperstrip=per_strip, **options)
     return path
+
+
+# ------------------------------------------------------------- captioning / grounding / region
+SPLIT_CYCLE = ("train", "val", "test")
+
+
+def karpathy_document(n_images: int = 3, sentences: int = 2) -> dict[str, Any]:
+    """A Karpathy caption file: image i is `{i}.png`, split train/val/test in turn, with
+    `sentences` captions "image i caption k"."""
+    images = [
+        {
+            "filename": f"{index}.png",
+            "imgid": index,
+            "split": SPLIT_CYCLE[index % 3],
+            "sentences": [
+                {"raw": f"image {index} caption {k} .", "tokens": ["image"], "imgid": index,
+                 "sentid": index * sentences + k}
+                for k in range(sentences)
+            ],
+        }
+        for index in range(n_images)
+    ]
+    return {"images": images, "dataset": "rsicd"}
+
+
+def write_karpathy(
+    root: Path, document: Any, name: str = "dataset_rsicd.json", image_dir: str = "RSICD_images"
+) -> Path:
+    """`root/name` (str documents are written verbatim) plus one image per entry's filename."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / name
+    path.write_text(document if isinstance(document, str) else json.dumps(document, indent=1),
+                    encoding="utf-8")
+    images = document.get("images", []) if isinstance(document, dict) else []
+    for index, entry in enumerate(images):
+        if isinstance(entry, dict) and isinstance(entry.get("filename"), str):
+            write_image(root / image_dir / entry["filename"], rgb_array(index))
+    return path
+
+
+def voc_xml(filename: str, objects: list[dict[str, Any]], size: tuple[int, int] | None) -> str:
+    """A DIOR-RSVG annotation: objects {"name", "box": (x1, y1, x2, y2) or None, "text"}."""
+    parts = ["<?xml version='1.0' encoding='utf-8'?>", "<annotation>",
+             f"  <filename>{filename}</filename>"]
+    if size is not None:
+        parts.append(f"  <size><width>{size[0]}</width><height>{size[1]}</height>"
+                     "<depth>3</depth></size>")
+    for obj in objects:
+        parts.append(f"  <object>\n    <name>{obj['name']}</name>\n    <pose>Unspecified</pose>")
+        if obj.get("box") is not None:
+            x1, y1, x2, y2 = obj["box"]
+            parts.append(f"    <bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
+                         f"<ymax>{y2}</ymax></bndbox>")
+        if obj.get("text") is not None:
+            parts.append(f"    <description>{obj['text']}</description>")
+        parts.append("  </object>")
+    parts.append("</annotation>")
+    return "\n".join(parts) + "\n"
+
+
+def rsvg_files() -> dict[str, dict[str, Any]]:
+    """Three annotation files, 5 objects in walk order 0-4; 00002 states no <size> (its image is
+    40 x 20, so its box comes from the image header)."""
+    return {
+        "00001": {"size": (200, 100), "objects": [
+            {"name": "ship", "box": (20, 10, 60, 50), "text": "the ship on the left"},
+            {"name": "ship", "box": (100, 50, 200, 100), "text": "the ship at the bottom right"},
+        ]},
+        "00002": {"size": None, "objects": [
+            {"name": "vehicle", "box": (0, 0, 20, 10), "text": "a small car"},
+        ]},
+        "00010": {"size": (100, 100), "objects": [
+            {"name": "dam", "box": (0, 0, 100, 100), "text": "the large dam"},
+            {"name": "windmill", "box": (5, 5, 15, 25), "text": "a windmill"},
+        ]},
+    }  # fmt: skip
+
+
+RSVG_IMAGE_SIZES = {"00001": (200, 100), "00002": (40, 20), "00010": (100, 100)}
+
+
+def write_dior_rsvg(
+    root: Path,
+    files: dict[str, dict[str, Any]],
+    splits: dict[str, list[Any]],
+    with_images: bool = True,
+) -> Path:
+    """`root/Annotations/<stem>.xml`, `root/JPEGImages/<stem>.jpg`, `root/<split>.txt`."""
+    for number, (stem, spec) in enumerate(files.items()):
+        path = root / "Annotations" / f"{stem}.xml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = spec if isinstance(spec, str) else voc_xml(f"{stem}.jpg", spec["objects"],
+                                                          spec["size"])
+        path.write_text(text, encoding="utf-8")
+        if with_images:
+            width, height = RSVG_IMAGE_SIZES.get(stem, (16, 16))
+            write_image(root / "JPEGImages" / f"{stem}.jpg", rgb_array(number, height, width))
+    for split, lines in splits.items():
+        (root / f"{split}.txt").write_text("".join(f"{line}\n" for line in lines), "utf-8")
+    return root
+
+
+def vrsbench_documents() -> dict[str, list[dict[str, Any]]]:
+    """The three VRSBench EVAL lists over images P0000.png and P0001.png."""
+    cap = [
+        {"image_id": f"P000{i}.png", "ground_truth": f"A detailed caption of image {i}.",
+         "question": "Describe the image in detail", "dataset": "RSBench", "question_id": i,
+         "type": "caption"}
+        for i in range(2)
+    ]
+    ref = [
+        {"image_id": "P0000.png", "question": "the red car near the road",
+         "ground_truth": "{<25><40><33><60>}", "dataset": "RSBench", "question_id": 0,
+         "type": "ref", "unique": True, "obj_corner": [0.25, 0.4, 0.33, 0.4, 0.33, 0.6, 0.25, 0.6],
+         "obj_cls": "vehicle", "obj_ids": [0], "size_group": "small"},
+        {"image_id": "P0001.png", "question": "the large ship", "ground_truth": [10, 20, 50, 80],
+         "dataset": "RSBench", "question_id": 1, "type": "ref", "unique": False,
+         "obj_cls": "ship", "obj_ids": [0], "size_group": "large"},
+    ]
+    vqa = [
+        {"image_id": "P0000.png", "question": "Is there a car?", "ground_truth": "Yes",
+         "dataset": "RSBench", "question_id": 0, "type": "object existence"},
+        {"image_id": "P0001.png", "question": "What type of scene is this?",
+         "ground_truth": "harbor", "dataset": "RSBench", "question_id": 1, "type": "scene type"},
+    ]
+    return {"caption": cap, "ground": ref, "vqa": vqa}  # fmt: skip
+
+
+VRSBENCH_FILES = {
+    "caption": "VRSBench_EVAL_Cap.json",
+    "ground": "VRSBench_EVAL_referring.json",
+    "vqa": "VRSBench_EVAL_vqa.json",
+}
+
+
+def write_vrsbench(root: Path, documents: dict[str, Any], with_images: bool = True) -> Path:
+    """The EVAL files named by task (str documents verbatim) and `Images_val/P000{i}.png`."""
+    root.mkdir(parents=True, exist_ok=True)
+    for task, document in documents.items():
+        text = document if isinstance(document, str) else json.dumps(document, indent=1)
+        (root / VRSBENCH_FILES[task]).write_text(text, encoding="utf-8")
+    if with_images:
+        for index in range(2):
+            write_image(root / "Images_val" / f"P000{index}.png", rgb_array(index))
+    return root
+
+
+def geochat_task_lines() -> list[dict[str, Any]]:
+    """GeoChat-Bench referring / region-captioning lines over images/train_0.png (50 x 100)."""
+    corners = [[10.0, 20.0], [30.0, 20.0], [30.0, 60.0], [10.0, 60.0]]
+    return [
+        {"question_id": "fast_1", "image_id": "train_0", "question": "2 airplanes at the left",
+         "ground_truth": [corners, [[0.0, 0.0], [50.0, 0.0], [50.0, 100.0], [0.0, 100.0]]],
+         "type": "ref", "dataset": "FAST", "obj_ids": [1, 2], "size_group": "small"},
+        {"question_id": "sior_2", "image_id": "train_0", "question": "{<10><20><30><40>|<45>}",
+         "ground_truth": "a white storage tank", "type": "region", "dataset": "SIOR",
+         "obj_ids": [3], "size_group": "medium"},
+    ]  # fmt: skip
+
+
+def write_geochat_tasks(root: Path, lines: list[Any], with_images: bool = True) -> Path:
+    """`root/referring.jsonl` (str lines verbatim) and the 50 x 100 image `train_0.png`."""
+    path = root / "referring.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines)
+    path.write_text(text + "\n", encoding="utf-8")
+    if with_images:
+        write_image(root / "images" / "train_0.png", rgb_array(0, height=100, width=50))
+    return path

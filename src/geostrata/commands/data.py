@@ -1,4 +1,4 @@
-"""`geostrata data ...`: synthesize and inspect data sets."""
+"""`geostrata data ...`: synthesize, inspect and check data sets."""
 
 from pathlib import Path
 
@@ -58,3 +58,44 @@ def show(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
     typer.echo(f"wrote {path}")
+
+
+@app.command()
+def check(
+    root: Path = typer.Argument(..., help="The data set's folder (or, for captions, its JSON)."),
+    kind: str = typer.Option(
+        ...,
+        "--kind",
+        help="synthetic, rsvqa, folder, instruct, geochat_bench, karpathy_captions, dior_rsvg "
+        "or vrsbench (as data.kind).",
+    ),
+    split: list[str] = typer.Option(
+        [],
+        "--split",
+        help="A split to check (repeatable): a split name, or for folder / instruct / "
+        "geochat_bench a split file; vrsbench: caption, ground or vqa. Default: every one found.",
+    ),
+    prefix: str = typer.Option("LR", "--prefix", help="RSVQA file prefix: LR, USGS or SYN."),
+    image_dir: str = typer.Option(None, "--image-dir", help="Image folder (as data.image_dir)."),
+    image_ext: str = typer.Option(None, "--image-ext", help="RSVQA image extension."),
+) -> None:
+    """Validate a data set: counts per split and task, and every problem with its file and line.
+
+    Exits 0 when nothing is wrong, 1 when problems or missing images were found, 2 when the
+    data set cannot be checked at all (unknown kind, folder not found).
+    """
+    from rich.console import Console
+
+    from geostrata.data.check import CheckOptions, check_dataset
+    from geostrata.errors import GeoStrataError
+
+    options = CheckOptions(tuple(split), prefix, image_dir, image_ext)
+    try:
+        with Console(stderr=True).status(f"checking {root} ({kind}) ..."):
+            report = check_dataset(root, kind, options)
+    except GeoStrataError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    for line in report.lines():
+        typer.echo(line)
+    raise typer.Exit(0 if report.ok else 1)

@@ -11,6 +11,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from geostrata.data.captions import CaptionDataset
+    from geostrata.data.check import CheckOptions, CheckReport, check_dataset
     from geostrata.data.folder import IMAGE_EXTENSIONS, SceneFolderDataset
     from geostrata.data.images import (
         DEFAULT_MAX_BYTES,
@@ -18,12 +20,15 @@ if TYPE_CHECKING:
         BandPolicy,
         as_rgb,
         check_image_files,
+        image_size,
         missing_files,
         read_image,
         stretch_to_uint8,
     )
     from geostrata.data.instruct import GeoChatBenchDataset, InstructionDataset, strip_image_token
+    from geostrata.data.rsvg import RSVGDataset
     from geostrata.data.rsvqa import DEFAULT_LEVELS, LEVELS, RSVQADataset, load_json
+    from geostrata.data.vrsbench import VRSBenchDataset
 
 _EXPORTS = {
     "BandPolicy": "images",
@@ -31,6 +36,7 @@ _EXPORTS = {
     "as_rgb": "images",
     "DEFAULT_MAX_PIXELS": "images",
     "check_image_files": "images",
+    "image_size": "images",
     "missing_files": "images",
     "read_image": "images",
     "stretch_to_uint8": "images",
@@ -43,6 +49,12 @@ _EXPORTS = {
     "GeoChatBenchDataset": "instruct",
     "InstructionDataset": "instruct",
     "strip_image_token": "instruct",
+    "CaptionDataset": "captions",
+    "RSVGDataset": "rsvg",
+    "VRSBenchDataset": "vrsbench",
+    "CheckOptions": "check",
+    "CheckReport": "check",
+    "check_dataset": "check",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -18,6 +18,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from geostrata.data.images import BandPolicy, ImageRecords, missing_files
+from geostrata.data.problems import Problems, attempt
 from geostrata.errors import AnnotationError, DatasetNotFoundError
 from geostrata.textio import read_utf8
 
@@ -47,6 +48,7 @@ class SceneFolderDataset(ImageRecords, Dataset[Sample]):
         extensions: Iterable[str] = IMAGE_EXTENSIONS,
         transform: Transform | None = None,
         bands: BandPolicy | None = None,
+        problems: Problems | None = None,
     ) -> None:
         self.root = Path(root)
         self.class_root = _find_class_root(self.root)
@@ -61,7 +63,7 @@ class SceneFolderDataset(ImageRecords, Dataset[Sample]):
                 _scene_record(path, path.parent.name, self.class_to_index) for path in scanned
             ]
         else:
-            self.records = _SplitReader(self, Path(split_file), scanned).read()
+            self.records = _SplitReader(self, Path(split_file), scanned).read(problems)
 
     def _scan(self) -> list[Path]:
         """Every image file in the class folders, sorted; others skipped with one warning."""
@@ -149,13 +151,14 @@ class _SplitReader:
         bases = [dataset.root, dataset.class_root, parent, parent.parent]
         self.bases = list(dict.fromkeys(bases))  # unique, in order
 
-    def read(self) -> list[Sample]:
+    def read(self, problems: Problems | None = None) -> list[Sample]:
+        """The listed images' records; with `problems`, bad lines are listed there and skipped."""
         records = []
         for number, line in enumerate(self._lines(), start=1):
             entry = line.strip()
             if entry and not entry.startswith("#"):
-                records.append(self._parse(entry, number))
-        return records
+                records.append(attempt(problems, self._parse, entry, number))
+        return [record for record in records if record is not None]
 
     def _lines(self) -> list[str]:
         if not self.split_file.is_file():

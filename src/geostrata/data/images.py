@@ -110,6 +110,24 @@ def as_rgb(
     return _as_uint8(_select(bands_hwc, bands or BandPolicy(), source), source)
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image from its header, nothing decoded; ImageError naming the file
+    when it is missing or unreadable (boxes in pixels are made relative with it)."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        if _is_tiff(path):
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                return int(page.imagewidth), int(page.imagelength)
+        with Image.open(path) as image:
+            return image.size
+    except ImageError:
+        raise
+    except Exception as err:  # the decoders' own errors: OSError, SyntaxError, struct.error, ...
+        raise ImageError(f"{path}: cannot read the image size from its header: {err}") from err
+
+
 def missing_files(paths: Iterable[str | Path]) -> list[str]:
     """The paths in `paths` that are not existing regular files, in order."""
     return [str(path) for path in paths if not _is_file(Path(path))]

@@ -7,7 +7,9 @@ the question because the model's processor places the image itself. Records with
 "image" (text-only chat in LLaVA mixes) are skipped with a warning.
 
 GeoChat-Bench JSONL: one `{"question_id", "image", "text", "ground_truth"}` per line (plus an
-optional "category" / "type" naming the question type, as in its RSVQA-derived files).
+optional "category" / "type" naming the question type, as in its RSVQA-derived files); its
+referring and region-captioning lines (`image_id`, `question`) become ground / region records
+(`geochat.py`).
 
 Images are checked only when read (an ImageError naming the file), since stat-ing tens of
 thousands of files up front is slow; `check_images()` lists every missing one at once.
@@ -24,7 +26,9 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from geostrata.data.geochat import is_task_line, task_record
 from geostrata.data.images import BandPolicy, ImageRecords
+from geostrata.data.problems import Problems, attempt
 from geostrata.data.rsvqa import (
     DEFAULT_LEVELS,
     is_answer_text,
@@ -68,6 +72,7 @@ class InstructionDataset(ImageRecords, Dataset[Sample]):
         image_root: str | Path,
         bands: BandPolicy | None = None,
         transform: Transform | None = None,
+        problems: Problems | None = None,
     ) -> None:
         self.json_path = Path(json_path)
         self.image_root = _existing_dir(image_root)
@@ -81,8 +86,8 @@ class InstructionDataset(ImageRecords, Dataset[Sample]):
         self.records = []
         text_only = 0
         for index, entry in enumerate(document):
-            pairs = self._parse(index, entry)
-            text_only += pairs is None
+            pairs = attempt(problems, self._parse, index, entry)
+            text_only += isinstance(entry, dict) and "image" not in entry
             self.records.extend(pairs or [])
         if text_only:
             logger.warning("%s: skipped %d records without an image", self.json_path, text_only)
@@ -142,7 +147,9 @@ class GeoChatBenchDataset(ImageRecords, Dataset[Sample]):
     """GeoChat-Bench JSONL: VQA sample dicts, one per line.
 
     qtype is the line's "category" (or "type") when present, else "instruct"; level is the
-    line's "level", else the type's default level, else "scene".
+    line's "level", else the type's default level, else "scene". Referring / region-captioning
+    lines give ground / region records (see `geochat.py`). With `problems`, a bad line is
+    listed there (file and line) and skipped instead of raised.
     """
 
     def __init__(
@@ -152,17 +159,19 @@ class GeoChatBenchDataset(ImageRecords, Dataset[Sample]):
         levels: Mapping[str, str] | None = None,
         bands: BandPolicy | None = None,
         transform: Transform | None = None,
+        problems: Problems | None = None,
     ) -> None:
         self.jsonl_path = Path(jsonl_path)
         self.image_root = _existing_dir(image_root)
         self.levels = {**DEFAULT_LEVELS, **(levels or {})}
         self.bands = bands
         self.transform = transform
-        self.records = [
-            self._record(number, line)
+        records = [
+            attempt(problems, self._record, number, line)
             for number, line in enumerate(self._lines(), start=1)
             if line.strip()
         ]
+        self.records = [record for record in records if record is not None]
 
     def _lines(self) -> list[str]:
         if not self.jsonl_path.is_file():
@@ -180,6 +189,8 @@ class GeoChatBenchDataset(ImageRecords, Dataset[Sample]):
             raise AnnotationError(f"{where}: unreadable JSON: {err}") from err
         if not isinstance(entry, dict):
             raise AnnotationError(f"{where}: expected a JSON object, got {entry!r:.80}")
+        if is_task_line(entry):
+            return task_record(entry, where, self.image_root)
         question_id = require_key(entry, "question_id", _is_id, "a string or integer", where)
         image = require_key(entry, "image", _is_text, "a relative path string", where)
         text = require_key(entry, "text", _is_text, "a string", where)

@@ -24,6 +24,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from geostrata.data.images import BandPolicy, ImageRecords
+from geostrata.data.problems import Problems, attempt
 from geostrata.errors import AnnotationError, ConfigError, DatasetNotFoundError
 from geostrata.levels import VISUAL_LEVELS
 from geostrata.textio import read_utf8
@@ -108,30 +109,32 @@ def require_key(
     return value
 
 
-def _read_table(path: Path, key: str) -> _Table:
+def _read_table(path: Path, key: str, problems: Problems | None = None) -> _Table:
     document = load_json(path)
     if not isinstance(document, dict) or not isinstance(document.get(key), list):
         raise AnnotationError(f"{path}: expected an object with a list under key {key!r}")
     table = _Table(path)
     for index, entry in enumerate(document[key]):
-        where = f"{path}: entry {index}"
-        if not isinstance(entry, dict):
-            raise AnnotationError(f"{where}: expected an object, got {entry!r:.80}")
-        active = entry.get("active", True)  # absent = active: RSVQA-like sets without the flag
-        if not isinstance(active, bool):
-            raise AnnotationError(
-                f"{where}: key 'active' must be true or false, got {active!r:.80}"
-            )
-        if not active:
-            if _is_int(entry.get("id")):
-                table.inactive.add(entry["id"])
-            continue
-        entry_id = require_key(entry, "id", _is_int, "an integer", where)
-        if entry_id in table.active:
-            first = table.active[entry_id][0]
-            raise AnnotationError(f"{where}: duplicate id {entry_id} (also entry {first})")
-        table.active[entry_id] = (index, entry)
+        attempt(problems, _add_entry, table, index, entry)
     return table
+
+
+def _add_entry(table: _Table, index: int, entry: Any) -> None:
+    where = f"{table.path}: entry {index}"
+    if not isinstance(entry, dict):
+        raise AnnotationError(f"{where}: expected an object, got {entry!r:.80}")
+    active = entry.get("active", True)  # absent = active: RSVQA-like sets without the flag
+    if not isinstance(active, bool):
+        raise AnnotationError(f"{where}: key 'active' must be true or false, got {active!r:.80}")
+    if not active:
+        if _is_int(entry.get("id")):
+            table.inactive.add(entry["id"])
+        return
+    entry_id = require_key(entry, "id", _is_int, "an integer", where)
+    if entry_id in table.active:
+        first = table.active[entry_id][0]
+        raise AnnotationError(f"{where}: duplicate id {entry_id} (also entry {first})")
+    table.active[entry_id] = (index, entry)
 
 
 class RSVQADataset(ImageRecords, Dataset[Sample]):
@@ -139,7 +142,8 @@ class RSVQADataset(ImageRecords, Dataset[Sample]):
 
     `types` keeps only those question types (None keeps every type present); `levels` adds to
     or overrides the default type -> level map. Dangling ids and malformed entries raise an
-    AnnotationError naming the file, the entry and the id.
+    AnnotationError naming the file, the entry and the id; with `problems`, each is listed
+    there and its entry skipped.
     """
 
     def __init__(
@@ -153,6 +157,7 @@ class RSVQADataset(ImageRecords, Dataset[Sample]):
         levels: Mapping[str, str] | None = None,
         bands: BandPolicy | None = None,
         transform: Transform | None = None,
+        problems: Problems | None = None,
     ) -> None:
         self.root = Path(root)
         self.split = split
@@ -164,8 +169,10 @@ class RSVQADataset(ImageRecords, Dataset[Sample]):
         self.bands = bands
         self.transform = transform
         paths = self._paths()
-        tables = {kind: _read_table(paths[kind], kind) for kind in FILE_KINDS}
-        self.records = self._link(tables["questions"], tables["answers"], tables["images"])
+        tables = {kind: _read_table(paths[kind], kind, problems) for kind in FILE_KINDS}
+        self.records = self._link(
+            tables["questions"], tables["answers"], tables["images"], problems
+        )
 
     def _paths(self) -> dict[str, Path]:
         """The three JSON files, in `root` or `root/rsvqa` (where all three exist)."""
@@ -182,17 +189,21 @@ class RSVQADataset(ImageRecords, Dataset[Sample]):
             f"{', '.join(names.values())} in one of:\n  {expected}"
         )
 
-    def _link(self, questions: _Table, answers: _Table, images: _Table) -> list[Sample]:
+    def _link(
+        self, questions: _Table, answers: _Table, images: _Table, problems: Problems | None
+    ) -> list[Sample]:
         records, unanswered = [], 0
         for qid, (index, entry) in questions.active.items():
             where = f"{questions.path}: entry {index} (question id {qid})"
-            qtype = require_key(entry, "type", _is_str, "a string", where)
-            if self.types is not None and qtype not in self.types:
+            qtype = attempt(problems, require_key, entry, "type", _is_str, "a string", where)
+            if qtype is None or (self.types is not None and qtype not in self.types):
                 continue
-            record = self._record(qid, qtype, entry, where, answers, images)
-            unanswered += record is None
+            known = len(problems) if problems is not None else 0
+            record = attempt(problems, self._record, qid, qtype, entry, where, answers, images)
             if record is not None:
                 records.append(record)
+            elif problems is None or len(problems) == known:  # inactive, not a bad entry
+                unanswered += 1
         if unanswered:
             logger.warning(
                 "%s: skipped %d active questions whose image or answers are all inactive",

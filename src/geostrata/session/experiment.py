@@ -20,7 +20,16 @@ from geostrata.model.settings import MODEL_KEYS, check_model_section
 from geostrata.session.train_config import TrainConfig
 from geostrata.textio import check_known_keys, read_yaml_mapping
 
-DATA_KINDS = ("synthetic", "rsvqa", "folder", "instruct", "geochat_bench")
+DATA_KINDS = (
+    "synthetic",
+    "rsvqa",
+    "folder",
+    "instruct",
+    "geochat_bench",
+    "karpathy_captions",
+    "dior_rsvg",
+    "vrsbench",
+)
 
 
 @dataclass
@@ -30,7 +39,10 @@ class DataConfig:
     kind: synthetic (a `geostrata data synth` folder, read through its RSVQA files plus its
     annotations) | rsvqa (RSVQA LR/HR) | folder (UCMerced/AID/NWPU/WHU scene folders, turned into
     "What type of scene is this?" questions) | instruct (LLaVA/GeoChat JSON) | geochat_bench
-    (GeoChat-Bench JSONL).
+    (GeoChat-Bench JSONL, VQA / scene / referring / region lines) | karpathy_captions
+    (UCM-Captions / Sydney-Captions / RSICD `dataset*.json`; splits train / val / test) |
+    dior_rsvg (DIOR-RSVG grounding; splits are its train / val / test.txt) | vrsbench (VRSBench
+    EVAL files, evaluation only; eval_split "test" = all three, or caption / ground / vqa).
     """
 
     kind: str = "synthetic"
@@ -38,7 +50,10 @@ class DataConfig:
     prefix: str = "SYN"  # RSVQA file prefix: LR, USGS or SYN
     train_split: str = "train"  # split name, or for folder / instruct kinds a split or JSON file
     eval_split: str = "test"
-    image_dir: str | None = None  # RSVQA image folder relative to root (default per prefix)
+    # image folder: relative to root for rsvqa (default per prefix), karpathy_captions (images/,
+    # imgs/ or RSICD_images/), dior_rsvg (JPEGImages) and vrsbench (Images_val); for instruct
+    # and geochat_bench a folder of its own (default: root)
+    image_dir: str | None = None
     image_ext: str | None = None  # RSVQA image extension (default .tif, .png for SYN)
     max_train: int = 0  # 0: all samples
     max_eval: int = 0

@@ -64,6 +64,9 @@ def load_task(cfg: DataConfig) -> TaskData:
         "folder": _folder,
         "instruct": _instruct,
         "geochat_bench": _geochat_bench,
+        "karpathy_captions": _karpathy_captions,
+        "dior_rsvg": _dior_rsvg,
+        "vrsbench": _vrsbench,
     }
     task = loaders[cfg.kind](cfg)
     task.train = _cap(task.train, cfg.max_train)
@@ -185,4 +188,68 @@ def _geochat_bench(cfg: DataConfig) -> TaskData:
     records = list(
         GeoChatBenchDataset(Path(cfg.root) / cfg.eval_split, cfg.image_dir or cfg.root).records
     )
-    return TaskData("geochat_bench", [], records)
+    return TaskData("geochat_bench", [], with_questions(records))
+
+
+def _karpathy_captions(cfg: DataConfig) -> TaskData:
+    """UCM-Captions / Sydney-Captions / RSICD: one training record per sentence, one evaluation
+    record per image holding every sentence as its references."""
+    from geostrata.data import CaptionDataset
+
+    def split(name: str) -> list[dict[str, Any]]:
+        return with_questions(CaptionDataset(cfg.root, name, image_dir=cfg.image_dir).records)
+
+    name = cfg.dataset or "karpathy_captions"
+    return TaskData(name, per_reference(split(cfg.train_split)), split(cfg.eval_split))
+
+
+def _dior_rsvg(cfg: DataConfig) -> TaskData:
+    """DIOR-RSVG referring expressions -> grounding records (the annotations are walked once)."""
+    from geostrata.data.rsvg import RSVGDataset, index_objects
+
+    index = index_objects(cfg.root)
+
+    def split(name: str) -> list[dict[str, Any]]:
+        dataset = RSVGDataset(cfg.root, name, image_dir=cfg.image_dir, index=index)
+        return with_questions(dataset.records)
+
+    return TaskData("dior_rsvg", split(cfg.train_split), split(cfg.eval_split))
+
+
+def _vrsbench(cfg: DataConfig) -> TaskData:
+    """VRSBench's evaluation files (caption, ground, vqa; evaluation only). eval_split "test"
+    reads every file present; a task name (caption, ground or vqa) reads that one."""
+    from geostrata.data import VRSBenchDataset
+
+    tasks = None if cfg.eval_split == "test" else (cfg.eval_split,)
+    records = VRSBenchDataset(cfg.root, tasks, image_dir=cfg.image_dir).records
+    return TaskData("vrsbench", [], with_questions(records))
+
+
+def with_questions(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give grounding and region records their task prompt, and captions the caption question
+    when the file has none; other records keep the question they have."""
+    return [_with_question(record) for record in records]
+
+
+def _with_question(record: dict[str, Any]) -> dict[str, Any]:
+    task = record.get("task", "vqa")
+    if task == "ground":
+        return {**record, "question": ground_question(record["expression"])}
+    if task == "region":
+        return {**record, "question": region_question(Box.of(record["box"]))}
+    if task == "caption" and not record.get("question"):
+        return {**record, "question": CAPTION_QUESTION}
+    return record
+
+
+def per_reference(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Training view of caption / region records: one record per reference, as its answer."""
+    out = []
+    for record in records:
+        references = record.get("references") or [record["answer"]]
+        for number, reference in enumerate(references):
+            suffix = f":{number}" if len(references) > 1 else ""
+            question_id = f"{record['question_id']}{suffix}"
+            out.append({**record, "answer": reference, "question_id": question_id})
+    return out
