@@ -20,6 +20,8 @@ def test_one_record_per_image_with_every_sentence_as_reference(tmp_path):
     assert (record["task"], record["qtype"], record["level"]) == ("caption", "caption", "scene")
     assert data.missing_images() == []
     assert len(CaptionDataset(tmp_path / "dataset_rsicd.json")) == 6  # the file; every split
+    with pytest.raises(DatasetNotFoundError, match="no images in split 'tset'.*train, val"):
+        CaptionDataset(tmp_path, "tset")
 
 
 def test_load_task_trains_on_each_sentence_and_evaluates_per_image(tmp_path):

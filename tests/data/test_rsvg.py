@@ -54,13 +54,19 @@ def test_object_without_description_is_skipped_with_a_warning(tmp_path, caplog):
     [
         ([0, 5], r"train.txt:2: index 5 out of range: the 3 annotation files hold 5 objects"),
         ([0, "x1"], r"train.txt:2: expected an object index"),
-        ([2, 0, 2], r"train.txt:3: index 2 listed twice \(first on line 1\)"),
     ],
 )
 def test_bad_split_lines_name_file_and_line(tmp_path, lines, pattern):
     write_dior_rsvg(tmp_path, rsvg_files(), {"train": lines})
     with pytest.raises(AnnotationError, match=pattern):
         RSVGDataset(tmp_path, "train")
+
+
+def test_repeated_index_is_read_once_with_a_warning(tmp_path, caplog):
+    write_dior_rsvg(tmp_path, rsvg_files(), {"train": [2, 0, 2]})
+    with caplog.at_level(logging.WARNING):
+        assert len(RSVGDataset(tmp_path, "train")) == 2
+    assert "train.txt:3: index 2 listed again (first on line 1)" in caplog.text
 
 
 def test_missing_bndbox_names_file_and_object(tmp_path):

@@ -88,8 +88,13 @@ class CaptionDataset(ImageRecords, Dataset[Sample]):
         self.transform = transform
         entries = _image_entries(self.json_path)
         seen: dict[str, int] = {}
-        records = [attempt(problems, self._record, i, e, seen) for i, e in entries]
-        self.records = [r for r in records if r is not None and split in (None, r["split"])]
+        records = [r for i, e in entries if (r := attempt(problems, self._record, i, e, seen))]
+        present = sorted({r["split"] for r in records})
+        if split is not None and split not in present:
+            raise DatasetNotFoundError(
+                f"{self.json_path}: no images in split {split!r} (splits: {', '.join(present)})"
+            )
+        self.records = [r for r in records if split in (None, r["split"])]
 
     def _record(self, index: int, entry: Any, seen: dict[str, int]) -> Sample:
         where = f"{self.json_path}: images[{index}]"

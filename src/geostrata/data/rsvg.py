@@ -99,7 +99,7 @@ class RSVGDataset(ImageRecords, Dataset[Sample]):
         self.bands = bands
         self.transform = transform
         self.split_file = self.root / f"{split}.txt"
-        self.index = index or index_objects(self.root, problems)
+        self.index = index if index is not None else index_objects(self.root, problems)
         listed = self._listed(problems)
         no_text: list[str] = []
         self.records = []
@@ -123,22 +123,26 @@ class RSVGDataset(ImageRecords, Dataset[Sample]):
             )
         lines = read_utf8(self.split_file, AnnotationError).split("\n")
         first_line: dict[int, int] = {}
+        repeated: list[str] = []
         for number, line in enumerate(lines, start=1):
             if line.strip():
-                attempt(problems, self._index, number, line.strip(), first_line)
+                attempt(problems, self._index, number, line.strip(), first_line, repeated)
+        skipped(problems, repeated, logger)
         return set(first_line)
 
-    def _index(self, number: int, text: str, first_line: dict[int, int]) -> None:
+    def _index(
+        self, number: int, text: str, first_line: dict[int, int], repeated: list[str]
+    ) -> None:
         where = f"{self.split_file}:{number}"
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             raise AnnotationError(
                 f"{where}: expected an object index (integer >= 0), got {text!r:.40}"
             )
         value = int(text)
-        if value in first_line:
-            raise AnnotationError(
-                f"{where}: index {value} listed twice (first on line {first_line[value]})"
-            )
+        if value in first_line:  # harmless (a set of indices), but a sign of a broken split
+            repeated.append(f"{where}: index {value} listed again (first on line "
+                            f"{first_line[value]}); read once")  # fmt: skip
+            return
         if self.index.complete and value >= len(self.index.objects):
             raise AnnotationError(
                 f"{where}: index {value} out of range: the {self.index.files} annotation files "
