@@ -18,7 +18,8 @@ from geostrata.demo import PROFILES, DemoProfile
 # Group (as typed after `geostrata`) -> what its --help must list: subcommands, options, arguments.
 HELP = {
     "": ["data", "kb", "demo", "train", "eval", "ablate", "chat", "serve", "api", "predict"],
-    "data": ["synth", "show"],
+    "data": ["synth", "show", "check"],
+    "data check": ["root", "--kind", "--split", "--prefix", "--image-dir"],
     "data synth": ["--out", "--n-train", "--n-test", "--size", "--seed", "--workers", "--holdout"],
     "data show": ["--out", "--n", "--split"],
     "kb": ["build", "query", "stats", "validate"],
