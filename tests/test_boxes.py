@@ -14,6 +14,7 @@ def test_text_round_trip_and_lenient_parsing():
         Box(5, 6, 7, 8),
         Box(10, 10, 90, 90),  # swapped corners sorted
     ]
+    assert parse_box("{<10><20><55><80>|<45>}") == box  # GeoChat's angle: the upright box
     assert parse_box("{<1><2><3>}") is None  # three numbers is not a box
     assert parse_box("{<0><0><250><40>}") == Box(0, 0, 100, 40)  # clamped
     assert strip_boxes("a ship {<1><2><3><4>}  here") == "a ship here"

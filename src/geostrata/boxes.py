@@ -22,7 +22,8 @@ BOX_SCALE = 100  # coordinates are integers 0..BOX_SCALE
 SMALL_AREA, LARGE_AREA = 0.0025, 0.0225
 
 _NUM = r"<\s*(-?\d+)\s*>\s*"
-_BOX = re.compile(r"\{\s*" + _NUM * 4 + r"\}")
+_ANGLE = r"(?:\|\s*<\s*-?\d+\s*>\s*)?"  # GeoChat's oriented boxes end with |<angle>: dropped
+_BOX = re.compile(r"\{\s*" + _NUM * 4 + _ANGLE + r"\}")
 
 
 @dataclass(frozen=True)
