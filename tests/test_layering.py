@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "evaluate": 7,
     "scaling": 7,
     "predict": 7,
+    "overlay": 7,
     "demo": 8,
     "ablate": 9,
     "chat": 10,

@@ -1,10 +1,14 @@
-"""The GeoStrata web app (Gradio Blocks): ask about an image, see the answer and why.
+"""The GeoStrata web app (Gradio Blocks): talk about an image, see the answers and why.
 
-The page shows the streamed answer, the knowledge-base cues retrieved per semantic level (with
-scores), the router's weight on each level's expert, and the top scene classes. All of it comes
+The page keeps a conversation about one image: each question is asked with the earlier turns as
+`history` (a new image or Clear starts over). It shows the streamed answers, the boxes they hold
+drawn on the image (geostrata.overlay), the knowledge-base cues retrieved per semantic level
+(with scores), the router's weight on each level's expert, and the top scene classes. A region
+can be given as box coordinates: "Describe region" asks the region-description prompt
+(`region_question`), or `{region}` in a question is replaced by the box text. All of it comes
 from the one inference API (`stream_predict`). The request handlers are plain methods of
 `Handlers`, returning dataclasses, so tests call them without a browser; `build_app` only wires
-them to components. Every bound (file size, megapixels, question length, queue) lives in
+them to components. Every bound (file size, megapixels, question length, turns, queue) lives in
 `AppLimits`, and a bad request becomes a message in the page, never a crashed worker.
 """
 
@@ -14,7 +18,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +27,18 @@ from typing import Any
 import numpy as np
 
 from geostrata.atomic import process_alive
+from geostrata.boxes import Box
 from geostrata.errors import ConfigError, GeoStrataError, InputError
 
 logger = logging.getLogger(__name__)
 
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff"]
 PREVIEW_SIDE = 256  # small tiles are shown enlarged (nearest neighbour) so details are visible
-ERROR_ID, ANSWER_ID, CUES_ID = "geostrata-error", "geostrata-answer", "geostrata-cues"
-CSS = f"#{ANSWER_ID} p {{font-size: 1.5em; font-weight: 600; margin: 0.2em 0}}"
+ERROR_ID, CHAT_ID, CUES_ID = "geostrata-error", "geostrata-chat", "geostrata-cues"
+PREVIEW_ID, BOXES_ID = "geostrata-preview", "geostrata-boxes"
+CSS = f"#{CHAT_ID} .message {{font-size: 1.15em}}"
+REGION_SLOT = "{region}"  # where a question takes the region's box text
+Turn = tuple[str, str]  # (question as asked, answer)
 CACHE_PREFIX = "geostrata-app-"  # + PID + "-": the server's own Gradio cache folder
 
 
@@ -42,6 +50,8 @@ class AppLimits:
     max_pixels: int = 25_000_000  # decoded H * W (decompression-bomb guard)
     max_question_chars: int = 500  # the inference API's own bound is the ceiling
     max_new_tokens: int = 16
+    max_turns: int = 16  # earlier turns a conversation keeps (oldest dropped); the prompt keeps
+    # the newest that fit the processor's max_history_tokens
     concurrency: int = 2  # requests the model works on at once (2 CPU cores)
     queue_size: int = 32  # waiting requests beyond which new ones are turned away
     top_classes: int = 5
@@ -56,6 +66,7 @@ class AppLimits:
             "max_pixels",
             "max_question_chars",
             "max_new_tokens",
+            "max_turns",
             "concurrency",
             "queue_size",
             "top_classes",
@@ -86,6 +97,18 @@ class ImageView:
     message: str = ""  # markdown; non-empty means something went wrong
 
 
+@dataclass(frozen=True)
+class Conversation:
+    """The turns kept about one image (a page's state, per browser tab or API client session)."""
+
+    image: str = ""  # the file the turns were about (Gradio keeps one path per upload content)
+    turns: tuple[Turn, ...] = ()
+
+    def about(self, path: str | Path | None) -> list[Turn]:
+        """The turns to ask with about `path`: none when it is another image."""
+        return list(self.turns) if path and str(path) == self.image else []
+
+
 @dataclass
 class AnswerView:
     """One update of the answer panel (the handler streams several)."""
@@ -96,6 +119,12 @@ class AnswerView:
     classes: dict[str, float] = field(default_factory=dict)  # class -> probability
     message: str = ""  # markdown; non-empty means the request was refused
     done: bool = False  # the last update of a request
+    question: str = ""  # the question as asked (region box text in)
+    history: list[Turn] = field(default_factory=list)  # the conversation to keep: the earlier
+    # turns, and this one once it is answered
+    boxes: list[Box] = field(default_factory=list)  # the boxes the answer holds, in order
+    image: np.ndarray | None = None  # last update only: the shown image, region and boxes drawn
+    box_text: str = ""  # last update only: the boxes in numbers (overlay.describe_boxes)
 
 
 def demo_samples(data_dir: Path, count: int = 8) -> list[Sample]:
@@ -152,12 +181,28 @@ class Handlers:
         except (GeoStrataError, OSError) as exc:
             return ImageView(None, _error(_short(exc)))
 
-    def ask(self, path: str | Path | None, question: str | None) -> Iterator[AnswerView]:
-        """Stream the answer: cues and routing first, then the answer as it grows, then classes."""
-        from geostrata.inference import check_question, stream_predict
+    def ask(
+        self,
+        path: str | Path | None,
+        question: str | None,
+        history: Sequence[Sequence[str]] = (),
+        region: str | None = None,
+        describe: bool = False,
+    ) -> Iterator[AnswerView]:
+        """Stream the answer: cues and routing first, then the answer as it grows, then classes
+        and the image with the answer's boxes (and the region) drawn.
 
+        `history`: the conversation's earlier (question, answer) turns about this image, oldest
+        first (the newest `max_turns` are kept); `region`: "x1,y1,x2,y2" (0-100) or empty;
+        `describe`: ask the region-description prompt instead of `question`.
+        """
+        from geostrata.inference import check_question, stream_predict
+        from geostrata.overlay import describe_boxes, draw_answer_boxes
+
+        turns = [(str(q), str(a)) for q, a in history][-self.limits.max_turns :]
         try:
-            question = check_question(question or "")
+            box = parse_region(region)
+            question = check_question(asked_question(question, box, describe))
             if len(question) > self.limits.max_question_chars:
                 raise InputError(
                     f"the question has {len(question)} characters; the limit is "
@@ -172,18 +217,64 @@ class Handlers:
                 self.classes,
                 self.limits.max_new_tokens,
                 self.limits.top_classes,
+                history=turns,
             ):
-                view = _answer_view(pred)
+                view = _answer_view(pred, question, turns)
                 yield view
             view.done = True
+            view.history = [*turns, (question, view.answer)][-self.limits.max_turns :]
+            view.image = draw_answer_boxes(_enlarged(image), view.boxes, box)
+            view.box_text = describe_boxes(view.boxes, image.shape[1], image.shape[0])
             yield view
         except (GeoStrataError, OSError) as exc:
-            yield AnswerView(message=_error(_short(exc)), done=True)
+            yield AnswerView(message=_error(_short(exc)), done=True, history=turns)
         except Exception:  # the boundary of a request: log it, tell the user, keep serving
             logger.exception("request failed: question %r, image %s", question, path)
             yield AnswerView(
-                message=_error("internal error while answering (see the server log)"), done=True
+                message=_error("internal error while answering (see the server log)"),
+                done=True,
+                history=turns,
             )
+
+
+def parse_region(text: str | None) -> Box | None:
+    """The region field's text as a Box: four integers 0-100 (left, top, right, bottom) split by
+    commas or spaces, "20,30,60,70"; empty -> None; anything else an InputError saying what is
+    expected."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    example = "e.g. 20,30,60,70 (left, top, right, bottom, each 0-100)"
+    parts = [p for p in re.split(r"[\s,]+", text) if p]
+    if len(parts) != 4 or not all(re.fullmatch(r"\d+", p) for p in parts):
+        raise InputError(f"region {text[:40]!r}: write four integers x1,y1,x2,y2, {example}")
+    try:
+        return Box.of([int(p) for p in parts])
+    except InputError as exc:
+        raise InputError(f"region {text!r}: {exc}; {example}") from exc
+
+
+def asked_question(question: str | None, region: Box | None, describe: bool) -> str:
+    """The question to ask: the region-description prompt (`describe`), or `question` with
+    REGION_SLOT replaced by the region's box text. A region without a place for it is refused,
+    so it is never silently left out."""
+    from geostrata.session.samples import region_question
+
+    question = question or ""
+    if describe:
+        if region is None:
+            raise InputError("Describe region needs a region: x1,y1,x2,y2, e.g. 20,30,60,70")
+        return region_question(region)
+    if REGION_SLOT in question:
+        if region is None:
+            raise InputError(f"the question uses {REGION_SLOT} but no region is given")
+        return question.replace(REGION_SLOT, region.text())
+    if region is not None and question.strip():
+        raise InputError(
+            f"a region is given: write {REGION_SLOT} in the question where it goes, press "
+            "Describe region, or empty the region field"
+        )
+    return question
 
 
 def _short(exc: Exception) -> str:
@@ -191,10 +282,18 @@ def _short(exc: Exception) -> str:
     return re.sub(r"(?<![\w.])(?:/[^\s/:,'\"]+)+", lambda m: Path(m.group()).name, str(exc))
 
 
-def _answer_view(pred: Any) -> AnswerView:
+def _answer_view(pred: Any, question: str, history: list[Turn]) -> AnswerView:
     cues = {level: [(cue.name, cue.score) for cue in found] for level, found in pred.cues.items()}
     classes = {name.replace("_", " "): prob for name, prob in pred.class_probs}
-    return AnswerView(pred.answer, cues, dict(pred.router), classes)
+    return AnswerView(
+        pred.answer,
+        cues,
+        dict(pred.router),
+        classes,
+        question=question,
+        history=history,
+        boxes=pred.boxes,
+    )
 
 
 # ---- Gradio wiring -----------------------------------------------------------------------------
@@ -216,14 +315,16 @@ def build_app(
         delete_cache=(limits.cache_sweep_s, limits.cache_age_s),
     ) as blocks:
         gr.Markdown(
-            "## GeoStrata: ask about a remote-sensing image\nThe answer comes with its "
+            "## GeoStrata: ask about a remote-sensing image\nEach answer comes with its "
             "evidence: knowledge-base cues retrieved per semantic level, the router's "
-            "weight on each level's expert, and the most likely scene classes."
+            "weight on each level's expert, and the most likely scene classes. Follow-up "
+            "questions keep the conversation; boxes in an answer are drawn on the image."
         )
+        history = gr.State(Conversation())  # per browser tab
         with gr.Row():
             image = _image_column(gr, samples)
-            question, ask, out = _answer_column(gr, limits)
-        _wire(gr, handlers, samples, image, question, ask, out)
+            inputs, out = _answer_column(gr, limits)
+        _wire(gr, handlers, samples, image, inputs, out, history)
     blocks.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
     return blocks
 
@@ -232,32 +333,51 @@ def _wire(
     gr: Any,
     handlers: Handlers,
     samples: list[Sample],
-    image: tuple[Any, Any, Any],
-    question: Any,
-    ask: Any,
-    out: list[Any],
+    image: tuple[Any, Any, Any, Any],
+    inputs: dict[str, Any],
+    out: dict[str, Any],
+    history: Any,
 ) -> None:
-    """Events: a sample pick fills the upload, an upload is previewed, Ask (or Enter) streams."""
-    upload, preview, gallery = image
+    """Events: a sample pick fills the upload; an upload (or Clear, or the chat's trash button)
+    shows the image and starts a new conversation; Ask (or Enter) and Describe region stream
+    the answer."""
+    upload, preview, boxes, gallery = image
+    question, region = inputs["question"], inputs["region"]
+    outputs = [out["chat"], out["cues"], out["router"], out["classes"], out["error"]]
+    outputs += [history, preview, boxes]
 
     def pick(evt: gr.SelectData) -> str | None:  # annotation read by Gradio: must be the class
         return str(samples[evt.index].path) if samples and 0 <= evt.index < len(samples) else None
 
-    def show(path: str | None) -> tuple[Any, str]:
+    def show(path: str | None) -> tuple[Any, ...]:
         view = handlers.preview(path)
-        return _enlarged(view.image), view.message
+        return _enlarged(view.image), view.message, Conversation(), [], ""
 
-    def answer(path: str | None, text: str | None) -> Iterator[tuple[Any, ...]]:
-        for view in handlers.ask(path, text):
-            yield _answer_outputs(view)
+    def answer(
+        path: str | None, text: str | None, kept: Conversation, box: str | None
+    ) -> Iterator[tuple[Any, ...]]:
+        for view in handlers.ask(path, text, kept.about(path), box):
+            yield _answer_outputs(gr, view, path)
 
-    gallery.select(pick, None, upload, api_visibility="private")
-    upload.change(show, upload, [preview, out[-1]], api_visibility="private")
-    ask.click(answer, [upload, question], out, api_name="ask")
-    question.submit(answer, [upload, question], out, api_visibility="private")
+    def describe(
+        path: str | None, kept: Conversation, box: str | None
+    ) -> Iterator[tuple[Any, ...]]:
+        for view in handlers.ask(path, "", kept.about(path), box, describe=True):
+            yield _answer_outputs(gr, view, path)
+
+    private = {"api_visibility": "private"}
+    reset = [preview, out["error"], history, out["chat"], boxes]
+    gallery.select(pick, None, upload, **private)
+    upload.change(show, upload, reset, **private)
+    inputs["clear"].click(show, upload, reset, api_name="clear")
+    out["chat"].clear(show, upload, reset, **private)  # the chat's own trash button
+    asked = [upload, question, history, region]
+    inputs["ask"].click(answer, asked, outputs, api_name="ask")
+    question.submit(answer, asked, outputs, **private)
+    inputs["describe"].click(describe, [upload, history, region], outputs, **private)
 
 
-def _image_column(gr: Any, samples: list[Sample]) -> tuple[Any, Any, Any]:
+def _image_column(gr: Any, samples: list[Sample]) -> tuple[Any, Any, Any, Any]:
     with gr.Column(scale=2, min_width=300):
         upload = gr.File(
             label="Image (PNG, JPEG or GeoTIFF)",
@@ -267,8 +387,13 @@ def _image_column(gr: Any, samples: list[Sample]) -> tuple[Any, Any, Any]:
             height=120,
         )
         preview = gr.Image(
-            label="What the model sees", interactive=False, height=280, elem_id="geostrata-preview"
+            label="What the model sees (boxes of the last answer drawn on it)",
+            interactive=False,
+            height=280,
+            format="png",  # lossless: drawn boxes keep their exact colour
+            elem_id=PREVIEW_ID,
         )
+        boxes = gr.Markdown(elem_id=BOXES_ID)
         gallery = gr.Gallery(
             [(str(s.path), s.caption) for s in samples],
             label="...or pick a sample",
@@ -280,22 +405,39 @@ def _image_column(gr: Any, samples: list[Sample]) -> tuple[Any, Any, Any]:
             elem_id="geostrata-samples",
             visible=bool(samples),
         )
-    return upload, preview, gallery
+    return upload, preview, boxes, gallery
 
 
-def _answer_column(gr: Any, limits: AppLimits) -> tuple[Any, Any, list[Any]]:
+def _answer_column(gr: Any, limits: AppLimits) -> tuple[dict[str, Any], dict[str, Any]]:
     with gr.Column(scale=3, min_width=400):
+        chat = gr.Chatbot(
+            label="Conversation about this image",
+            elem_id=CHAT_ID,
+            height=300,
+            render_markdown=False,  # answers are plain text; box text stays as written
+            feedback_options=None,
+            buttons=[],
+        )
         with gr.Row(equal_height=True):
             question = gr.Textbox(
                 label="Question",
-                placeholder="Is there a ship?",
+                placeholder=f"Is there a ship?   (or: What is in {REGION_SLOT}?)",
                 scale=4,
                 max_length=limits.max_question_chars,
                 elem_id="geostrata-question",
             )
             ask = gr.Button("Ask", variant="primary", scale=1, elem_id="geostrata-ask")
+        with gr.Row(equal_height=True):
+            region = gr.Textbox(
+                label=f"Region x1,y1,x2,y2 (0-100; {REGION_SLOT} in a question)",
+                placeholder="20,30,60,70",
+                scale=3,
+                max_length=40,
+                elem_id="geostrata-region",
+            )
+            describe = gr.Button("Describe region", scale=1, elem_id="geostrata-describe")
+            clear = gr.Button("Clear", variant="secondary", scale=1, elem_id="geostrata-clear")
         error = gr.Markdown(elem_id=ERROR_ID)
-        answer = gr.Markdown(label="Answer", elem_id=ANSWER_ID, container=True)
         with gr.Row():
             router = gr.BarPlot(
                 x="level",
@@ -318,7 +460,9 @@ def _answer_column(gr: Any, limits: AppLimits) -> tuple[Any, Any, list[Any]]:
             wrap=True,
             column_widths=["15%", "85%"],
         )
-    return question, ask, [answer, cues, router, classes, error]
+    inputs = {"question": question, "region": region, "ask": ask, "describe": describe}
+    outputs = {"chat": chat, "cues": cues, "router": router, "classes": classes, "error": error}
+    return {**inputs, "clear": clear}, outputs
 
 
 def _enlarged(image: np.ndarray | None) -> np.ndarray | None:
@@ -329,12 +473,12 @@ def _enlarged(image: np.ndarray | None) -> np.ndarray | None:
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)  # (H*f, W*f, 3)
 
 
-def _answer_outputs(view: AnswerView) -> tuple[Any, ...]:
+def _answer_outputs(gr: Any, view: AnswerView, path: str | None) -> tuple[Any, ...]:
+    """(chat, cues, router, classes, error, conversation, image, boxes) for one update; the
+    image and the box list change only on a request's last update."""
     import pandas as pd
 
     if view.message:
-        import gradio as gr
-
         gr.Warning(view.message.strip("*⚠ "))
     router = pd.DataFrame({"level": list(view.router), "weight": list(view.router.values())})
     cues = pd.DataFrame(
@@ -344,16 +488,35 @@ def _answer_outputs(view: AnswerView) -> tuple[Any, ...]:
         ],
         columns=["level", "cues"],
     )
-    return _answer_text(view), cues, router, view.classes or None, view.message
+    drawn = view.image is not None
+    image = view.image if drawn else gr.skip()
+    boxes = _boxes_markdown(view.box_text) if drawn else gr.skip()
+    classes = view.classes or None
+    kept = Conversation(str(path or ""), tuple(view.history))
+    return chat_messages(view), cues, router, classes, view.message, kept, image, boxes
 
 
-def _answer_text(view: AnswerView) -> str:
-    """'Answer: yes' when done, with a trailing ellipsis while tokens are still coming."""
-    if view.message:
+def chat_messages(view: AnswerView) -> list[dict[str, str]]:
+    """The Chatbot's messages: the kept turns, and the turn being answered ("…" while tokens
+    are still coming)."""
+    turns = list(view.history)
+    if not view.done:
+        turns.append((view.question, f"{view.answer} …"))
+    return [
+        message
+        for question, answer in turns
+        for message in (
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer or "(no answer)"},
+        )
+    ]
+
+
+def _boxes_markdown(text: str) -> str:
+    if not text:
         return ""
-    if view.done:
-        return f"Answer: {view.answer or '(no answer)'}"
-    return f"Answer: {view.answer} …"
+    lines = "\n".join(f"- box {line}" for line in text.splitlines())
+    return f"Boxes in the answer (x, y of 100 and in the image's pixels):\n\n{lines}"
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from geostrata.boxes import Box, parse_boxes
 from geostrata.errors import InputError
 from geostrata.model.outputs import RetrievedCues
 from geostrata.model.processing import ImageInput, Turns
@@ -52,6 +53,11 @@ class Prediction:
     router: dict[str, float] = field(default_factory=dict)  # level -> expert weight (sums to 1)
     class_probs: list[tuple[str, float]] = field(default_factory=list)  # top classes, best first
     prompt: str = ""  # the prompt as the LLM read it (image tokens as one <image>, cue names in)
+
+    @property
+    def boxes(self) -> list[Box]:
+        """The boxes the answer holds ({<x1><y1><x2><y2>}, 0-100 of the image), in order."""
+        return parse_boxes(self.answer)
 
 
 def check_question(question: str) -> str:

@@ -1,8 +1,8 @@
 """The OpenAI-compatible API, driven by the official openai client against a real uvicorn server.
 
-The tiny model answers with the inference API's own predict(), so the API's content, cues and
-router weights are checked against it; streaming deltas and the bounds (429, 504) use a scripted
-stream_predict so the text and the timing are known.
+The tiny model answers with the inference API's own predict(), so the API's content, cues,
+router weights and multi-turn prompt are checked against it; streaming deltas, boxes and the
+bounds (429, 504) use a scripted stream_predict so the text and the timing are known.
 """
 
 import base64
@@ -13,8 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 import openai
 import pytest
+from PIL import Image
 
 from geostrata.api import ApiLimits, Served, create_app
 from geostrata.errors import ConfigError
@@ -79,17 +81,17 @@ def scripted(monkeypatch):
     calls, gate = [], threading.Event()
     gate.set()
 
-    def fake(loaded, image, question, classes=None, max_new_tokens=16, top_classes=5):
-        calls.append((image.shape, question, max_new_tokens))
+    def fake(loaded, image, question, classes=None, max_new_tokens=16, top_classes=5, history=()):
+        calls.append((image.shape, question, max_new_tokens, list(history)))
         gate.wait(30)
         base = Prediction("", {"scene": [Cue("scene.harbor", "harbor", 0.5)]}, {"scene": 1.0})
         yield base
-        for answer in ["a", "a harbor", "a harbor with", "a harbor with ships"][:max_new_tokens]:
+        for answer in fake.answers[:max_new_tokens]:
             time.sleep(fake.delay)
             yield Prediction(answer, base.cues, base.router)
         yield Prediction(answer, base.cues, base.router, [("harbor", 0.9)])
 
-    fake.delay = 0.0
+    fake.delay, fake.answers = 0.0, ["a", "a harbor", "a harbor with", "a harbor with ships"]
     monkeypatch.setattr("geostrata.inference.stream_predict", fake)
     return fake, calls, gate
 
@@ -153,28 +155,96 @@ def test_stream_deltas_add_up_to_the_answer(api_url, sample_png, scripted):
     ]
 
 
-def test_multi_turn_answers_last_user_text_about_last_image(
-    api_url, sample_png, data_dir, scripted
-):
+def test_two_turn_request_puts_the_first_turn_in_the_prompt(api_url, loaded, sample_png):
+    first, said, second = "What type of scene is this?", "a harbor", "Is there a ship?"
+    messages = [
+        *ask(data_url(sample_png), first),
+        {"role": "assistant", "content": said},
+        {"role": "user", "content": second},
+    ]
+    reply = client(api_url).chat.completions.create(
+        model="geostrata", messages=messages, max_tokens=6
+    )
+    expected = predict(loaded, sample_png, second, max_new_tokens=6, history=[(first, said)])
+    evidence = reply.choices[0].model_extra["geostrata"]
+    prompt = evidence["prompt"]
+    assert prompt == expected.prompt and reply.choices[0].message.content == expected.answer
+    assert prompt.index(first) < prompt.index(said) < prompt.index(second)
+    with_turn = len(loaded.processor.prompt_ids(second, [(first, said)]))
+    assert reply.usage.prompt_tokens == with_turn > len(loaded.processor.prompt_ids(second))
+
+
+def test_history_is_the_turns_about_the_last_image(api_url, sample_png, data_dir, scripted):
     _, calls, _ = scripted
     other = sorted((data_dir / "images").glob("*.png"))[1]
     messages = [
         {"role": "system", "content": "You are a remote-sensing analyst."},
         *ask(data_url(sample_png), "What type of scene is this?"),
-        {"role": "assistant", "content": "harbor"},
+        {"role": "assistant", "content": "harbor"},  # about the first image: left out
         {
             "role": "user",
-            "content": [{"type": "image_url", "image_url": {"url": f"images/{other.name}"}}],
+            "content": [
+                {"type": "text", "text": "And this one?"},
+                {"type": "image_url", "image_url": {"url": f"images/{other.name}"}},
+            ],
         },
         {"role": "assistant", "content": "a field"},
-        {"role": "user", "content": "How many ships are there?"},
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": "How many"},  # two user messages in a row: one question
+        {"role": "user", "content": "ships are there?"},
     ]
     reply = client(api_url).chat.completions.create(model="geostrata", messages=messages)
     assert reply.choices[0].message.content == "a harbor with ships"
     assert reply.usage.completion_tokens == 4 and reply.choices[0].finish_reason == "stop"
     from geostrata.data.images import read_image
 
-    assert calls == [(read_image(other).shape, "How many ships are there?", 16)]
+    history = [("And this one?", "a field")]
+    assert calls == [(read_image(other).shape, "How many ships are there?", 16, history)]
+
+
+def test_boxes_of_the_answer_come_in_0_100_and_pixels(api_url, tmp_path, scripted):
+    """The answer is scripted (the tiny model writes no boxes): this checks that the API parses
+    the boxes of whatever answer the model gives and scales them to the input image."""
+    fake, _, _ = scripted
+    fake.answers = ["the ship", "the ship {<20><30><60><70>} and {<0><0><10><5>}"]
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((100, 300, 3), np.uint8)).save(wide)  # W 300, H 100
+    api, messages = client(api_url), ask(data_url(wide), "Where is the ship?")
+    reply = api.chat.completions.create(model="geostrata", messages=messages)
+    evidence = reply.choices[0].model_extra["geostrata"]
+    assert evidence["boxes"] == [[20, 30, 60, 70], [0, 0, 10, 5]]
+    assert evidence["boxes_px"] == [[60.0, 30.0, 180.0, 70.0], [0.0, 0.0, 30.0, 5.0]]
+    assert evidence["cues"] and "router" in evidence  # beside the rest of the evidence
+    chunks = list(api.chat.completions.create(model="geostrata", messages=messages, stream=True))
+    assert chunks[0].choices[0].model_extra["geostrata"]["boxes"] == []  # no answer yet
+    assert chunks[-1].choices[0].model_extra["geostrata"]["boxes_px"] == evidence["boxes_px"]
+
+
+def test_conversation_bounds_are_400s_naming_the_message(api_url, sample_png, scripted):
+    _, calls, _ = scripted
+    turns = [
+        message
+        for i in range(17)
+        for message in (
+            {"role": "user", "content": f"q{i}?"},
+            {"role": "assistant", "content": "a"},
+        )
+    ]
+    too_many = [*ask(data_url(sample_png), "first?"), *turns, {"role": "user", "content": "last?"}]
+    with pytest.raises(openai.BadRequestError, match="17 earlier turns .* the limit is 16"):
+        client(api_url).chat.completions.create(model="geostrata", messages=too_many)
+    long_reply = [
+        *ask(data_url(sample_png), "first?"),
+        {"role": "assistant", "content": "x" * 501},
+        {"role": "user", "content": "and?"},
+    ]
+    with pytest.raises(openai.BadRequestError) as err:
+        client(api_url).chat.completions.create(model="geostrata", messages=long_reply)
+    assert (
+        err.value.body["param"] == "messages[1]" and "assistant reply" in err.value.body["message"]
+    )
+    assert "limit is 500" in err.value.body["message"]
+    assert calls == []  # refused before the model ran
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,9 @@
-"""End to end in headless Chromium: upload, ask, read answer and cues; a corrupt upload explains.
+"""End to end in headless Chromium: upload, ask, read answer and cues; a follow-up question keeps
+the first turn and its answer's box is drawn on the image; Clear starts over; a corrupt upload
+explains.
+
+The box is appended to the real answer by a wrapper around stream_predict (the tiny model never
+writes one): the test checks the app's plumbing and drawing, not the model's grounding.
 
 Needs Debian's chromium + chromium-driver (`bash scripts/install_browser.sh`); skipped without them.
 GEOSTRATA_APP_CHECKPOINT=<model dir> serves that model instead of the tiny test one, and
@@ -14,14 +19,17 @@ from pathlib import Path
 import pytest
 
 from geostrata.app import (
-    ANSWER_ID,
+    BOXES_ID,
+    CHAT_ID,
     CUES_ID,
     ERROR_ID,
+    PREVIEW_ID,
     AppLimits,
     build_app,
     demo_samples,
     launch_app,
 )
+from geostrata.overlay import ANSWER_COLOR
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 FLAGS = [
@@ -37,6 +45,22 @@ FLAGS = [
     "--hide-scrollbars",
 ]
 WAIT_S = 30  # per step; a step normally takes well under a second
+BOX = (20, 30, 60, 70)  # the box the second answer holds
+# x positions of ANSWER_COLOR pixels along the shown image's middle row (null until it loaded)
+RED_IN_MIDDLE_ROW = """
+const img = document.querySelector(arguments[1]);
+if (!img || !img.complete || !img.naturalWidth) return null;
+const canvas = document.createElement('canvas');
+canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+const pen = canvas.getContext('2d');
+pen.drawImage(img, 0, 0);
+const row = pen.getImageData(0, Math.floor(canvas.height / 2), canvas.width, 1).data;
+const [r, g, b] = arguments[0], found = [];
+for (let x = 0; x < canvas.width; x++) {
+  if (row[4 * x] === r && row[4 * x + 1] === g && row[4 * x + 2] === b) found.push(x);
+}
+return {width: canvas.width, red: found};
+"""
 
 
 @pytest.fixture
@@ -92,9 +116,25 @@ def _text(driver, element_id: str) -> str:
     return driver.find_element(By.ID, element_id).text
 
 
-def test_upload_ask_read_then_corrupt_upload(browser, server, tmp_path, corrupt_png):
+def _ask(driver, wait, question: str) -> None:
+    """Type `question` (replacing what the box holds), press Ask, wait for the whole answer."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    box = driver.find_element(By.CSS_SELECTOR, "#geostrata-question textarea")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(question)
+    driver.find_element(By.ID, "geostrata-ask").click()
+    wait.until(lambda d: question in _text(d, CHAT_ID) and "…" not in _text(d, CHAT_ID))
+
+
+def test_upload_ask_follow_up_box_then_corrupt_upload(
+    browser, server, spied, tmp_path, corrupt_png
+):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+
+    from geostrata.boxes import Box
 
     url, samples = server
     wait = WebDriverWait(browser, WAIT_S)
@@ -105,9 +145,7 @@ def test_upload_ask_read_then_corrupt_upload(browser, server, tmp_path, corrupt_
     question = (
         "Is there a ship?" if harbor.caption.startswith("harbor") else "What type of scene is this?"
     )
-    browser.find_element(By.CSS_SELECTOR, "#geostrata-question textarea").send_keys(question)
-    browser.find_element(By.ID, "geostrata-ask").click()
-    wait.until(lambda d: "Answer:" in _text(d, ANSWER_ID) and "…" not in _text(d, ANSWER_ID))
+    _ask(browser, wait, question)
     levels = ("scene", "region", "object")
     wait.until(lambda d: all(level in _text(d, CUES_ID) for level in levels))
     cue_text = _text(browser, CUES_ID)
@@ -119,11 +157,48 @@ def test_upload_ask_read_then_corrupt_upload(browser, server, tmp_path, corrupt_
     if os.environ.get("GEOSTRATA_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["GEOSTRATA_SCREENSHOT"])
 
+    # a follow-up: asked with the first turn as history; its box is drawn on the shown image
+    spied.box = Box(*BOX).text()
+    follow_up = "Where is the ship?"
+    _ask(browser, wait, follow_up)
+    chat = _text(browser, CHAT_ID)
+    assert chat.index(question) < chat.index(follow_up) and spied.box in chat
+    assert len(spied.calls) == 2 and [q for q, _ in spied.calls[1]] == [question]
+    wait.until(lambda d: "box 1: (20, 30)-(60, 70)" in _text(d, BOXES_ID))
+    shown = wait.until(
+        lambda d: (
+            (found := d.execute_script(RED_IN_MIDDLE_ROW, list(ANSWER_COLOR), f"#{PREVIEW_ID} img"))
+            and found["red"]
+            and found
+        )
+    )
+    left, right = BOX[0] * shown["width"] / 100, BOX[2] * shown["width"] / 100
+    edges = {
+        "left" if abs(x - left) <= 3 else "right" if abs(x - right) <= 3 else x
+        for x in shown["red"]
+    }
+    assert edges == {"left", "right"}, shown  # red only where the box's sides cross the row
+
+    browser.find_element(By.ID, "geostrata-clear").click()  # a new conversation, box gone
+    wait.until(lambda d: question not in _text(d, CHAT_ID) and not _text(d, BOXES_ID))
+    red = f"#{PREVIEW_ID} img"
+    wait.until(
+        lambda d: (
+            d.execute_script(RED_IN_MIDDLE_ROW, list(ANSWER_COLOR), red)
+            == {"width": shown["width"], "red": []}
+        )
+    )
+    _ask(browser, wait, question)
+    assert spied.calls[-1] == []
+
     _upload(browser, wait, corrupt_png)
     wait.until(lambda d: "cannot decode" in _text(d, ERROR_ID))
     assert "corrupt.png" in _text(browser, ERROR_ID)
-    browser.find_element(By.ID, "geostrata-ask").click()  # asking about it: refused, answer cleared
-    wait.until(lambda d: not _text(d, ANSWER_ID) and "corrupt.png" in _text(d, ERROR_ID))
+    assert question not in _text(browser, CHAT_ID)  # a new image starts a new conversation
+    browser.find_element(By.ID, "geostrata-ask").click()  # asking about it: refused, a toast
+    toast = (By.CSS_SELECTOR, ".toast-body")
+    wait.until(lambda d: any("corrupt.png" in t.text for t in d.find_elements(*toast)))
+    assert question not in _text(browser, CHAT_ID) and "corrupt.png" in _text(browser, ERROR_ID)
 
     thumbnails = browser.find_elements(By.CSS_SELECTOR, "#geostrata-samples button.thumbnail-item")
     thumbnails[0].click()  # picking a sample: the server still serves, the error goes away

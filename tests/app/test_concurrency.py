@@ -10,6 +10,7 @@ import pytest
 from geostrata.app import AppLimits, build_app, demo_samples, launch_app
 
 BURST, PARALLEL = 16, 4
+TURNS = 2  # one client session: its conversation about the one image keeps growing, bounded
 RSS_GROWTH_LIMIT_MB = 400  # generous: the model is ~tens of MB; a leak per request would exceed it
 
 
@@ -22,7 +23,7 @@ def free_port() -> int:
 @pytest.fixture
 def served(loaded, data_dir):
     samples = demo_samples(data_dir, count=2)
-    limits = AppLimits(max_new_tokens=3, concurrency=2, queue_size=BURST)
+    limits = AppLimits(max_new_tokens=3, concurrency=2, queue_size=BURST, max_turns=TURNS)
     blocks = build_app(loaded, samples, limits)
     port = free_port()
     launch_app(blocks, limits, samples, "127.0.0.1", port, block=False)
@@ -35,13 +36,13 @@ def test_burst_is_answered_and_server_survives(served, sample_png):
     import psutil
     from gradio_client import Client, handle_file
 
-    client = Client(served, verbose=False)
+    client = Client(served, verbose=False, download_files=False)  # the drawn image stays a URL
     process = psutil.Process()
 
     def ask(i: int) -> tuple[float, tuple]:
         t0 = time.perf_counter()
         out = client.predict(
-            handle_file(str(sample_png)), f"Is there a ship? ({i})", api_name="/ask"
+            handle_file(str(sample_png)), f"Is there a ship? ({i})", "", api_name="/ask"
         )
         return time.perf_counter() - t0, out
 
@@ -56,8 +57,11 @@ def test_burst_is_answered_and_server_survives(served, sample_png):
         f"\nburst {BURST} requests, {PARALLEL} at a time: p50 {p50:.2f}s p95 {p95:.2f}s; "
         f"RSS {rss_before:.0f} -> {rss_after:.0f} MB"
     )
-    for _, (answer, cues, _router, _classes, error) in results:
+    for i, (_, (chat, cues, _router, _classes, error, image, _boxes)) in enumerate(results):
         assert not error, error
-        assert answer.startswith("Answer:") and cues["data"]  # answered, with cues
+        asked = chat[-2]["content"]  # the client's conversation ends with this turn
+        assert [part["text"] for part in asked] == [f"Is there a ship? ({i})"]
+        assert 2 <= len(chat) <= 2 * TURNS  # the session's turns, bounded
+        assert cues["data"] and image  # answered, with cues and the image
     assert httpx.get(served, timeout=10).status_code == 200  # still serving
     assert rss_after - rss_before < RSS_GROWTH_LIMIT_MB

@@ -1,11 +1,24 @@
-"""The web app's request handlers, called directly: good input answers, bad input explains."""
+"""The web app's request handlers, called directly: good input answers, bad input explains,
+a conversation keeps its turns, boxes in an answer are drawn, a region becomes the question."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from geostrata.app import AnswerView, AppLimits, Handlers, build_app, demo_samples
-from geostrata.errors import ConfigError
+from geostrata.app import (
+    AnswerView,
+    AppLimits,
+    Handlers,
+    asked_question,
+    build_app,
+    chat_messages,
+    demo_samples,
+    parse_region,
+)
+from geostrata.boxes import Box
+from geostrata.errors import ConfigError, InputError
+from geostrata.overlay import ANSWER_COLOR, REGION_COLOR
+from geostrata.session.samples import region_question
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +116,68 @@ def test_samples_and_app_build(loaded, data_dir):
     blocks = build_app(loaded, samples, AppLimits())
     assert type(blocks).__name__ == "Blocks"
     assert demo_samples(data_dir / "nowhere") == []
+
+
+def test_conversation_passes_earlier_turns_and_keeps_the_newest(loaded, sample_png, spied):
+    handlers = Handlers(loaded, AppLimits(max_new_tokens=3, max_turns=2))
+    first = _last(handlers.ask(str(sample_png), "Is there a ship?"))
+    assert not first.message and first.history == [("Is there a ship?", first.answer)]
+    second = _last(handlers.ask(str(sample_png), "What type of scene is this?", first.history))
+    assert spied.calls == [[], [("Is there a ship?", first.answer)]]
+    assert second.history == [*first.history, ("What type of scene is this?", second.answer)]
+    third = _last(handlers.ask(str(sample_png), "How many ships are there?", second.history))
+    assert spied.calls[-1] == second.history  # two turns: within max_turns
+    assert [q for q, _ in third.history] == [
+        "What type of scene is this?",
+        "How many ships are there?",
+    ]
+    messages = chat_messages(third)
+    assert [m["role"] for m in messages] == ["user", "assistant"] * 2
+    assert messages[0]["content"] == "What type of scene is this?"
+    refused = _last(handlers.ask(str(sample_png), "", third.history))
+    assert refused.message and refused.history == third.history  # a refusal keeps the turns
+
+
+def test_box_in_the_answer_is_drawn_and_listed(loaded, sample_png, spied):
+    """The box is appended to the real answer (see `spied`): this checks parsing and drawing."""
+    spied.box = "{<25><25><75><50>}"
+    handlers = Handlers(loaded, AppLimits(max_new_tokens=2))
+    final = _last(handlers.ask(str(sample_png), "Describe {region}", region="10,60,40,90"))
+    assert final.question == "Describe {<10><60><40><90>}" and final.answer.endswith(spied.box)
+    assert final.boxes == [Box(25, 25, 75, 50)]
+    image = final.image  # enlarged to the preview size, boxes drawn on it
+    height, width = image.shape[:2]
+    assert tuple(image[round(0.4 * height), round(0.25 * width)]) == ANSWER_COLOR  # left edge
+    assert tuple(image[round(0.75 * height), round(0.10 * width)]) == REGION_COLOR
+    source = np.asarray(Image.open(sample_png).convert("RGB"))
+    assert "1: (25, 25)-(75, 50) of 100" in final.box_text
+    assert f"px ({round(source.shape[1] / 4)}, " in final.box_text  # the upload's own pixels
+
+
+def test_region_field_and_the_question_it_makes():
+    box = Box(20, 30, 60, 70)
+    assert parse_region(" 20, 30 60,70 ") == box and parse_region("") is None
+    for bad, reason in [
+        ("20,30,60", "four integers"),
+        ("a,b,c,d", "four integers"),
+        ("20,30,60.5,70", "four integers"),
+        ("20,30,160,70", "0-100"),
+        ("60,30,20,70", "x1 <= x2"),
+    ]:
+        with pytest.raises(InputError, match=reason):
+            parse_region(bad)
+    assert asked_question("ignored", box, describe=True) == region_question(box)
+    assert asked_question("Is {region} water?", box, False) == f"Is {box.text()} water?"
+    with pytest.raises(InputError, match="needs a region"):
+        asked_question("", None, describe=True)
+    with pytest.raises(InputError, match="no region is given"):
+        asked_question("Is {region} water?", None, False)
+    with pytest.raises(InputError, match="write {region} in the question"):
+        asked_question("Is there a ship?", box, False)
+
+
+def test_bad_region_is_a_message(handlers, sample_png):
+    final = _last(handlers.ask(str(sample_png), "Is {region} water?", region="1,2,3"))
+    assert "four integers" in final.message and not final.answer
+    described = _last(handlers.ask(str(sample_png), "", region="5,5,50,50", describe=True))
+    assert not described.message and described.question == region_question(Box(5, 5, 50, 50))

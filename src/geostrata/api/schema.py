@@ -2,8 +2,9 @@
 
 Unknown request fields are ignored (OpenAI clients send many); the ones GeoStrata cannot honour
 are validated (``n`` must be 1) or documented as ignored (``temperature``, ``top_p``: decoding is
-greedy). The model answers one question about one image, so a conversation is reduced to the last
-user turn's text and the last image anywhere in it (:func:`last_turn`).
+greedy). The model answers one question about one image with the earlier turns about that image
+as history, so a conversation is reduced to the last user turn's text, the last image in any
+user message, and the user / assistant turns from that image's message on (:func:`last_turn`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from geostrata.errors import InputError
 
 MAX_MESSAGES = 64
+MAX_HISTORY_TURNS = 16  # earlier (question, answer) turns a request may carry
 
 
 class ParamError(InputError):
@@ -88,16 +90,33 @@ class ChatRequest(_Lenient):
 
 
 @dataclass(frozen=True)
-class Turn:
-    """What the single-turn model is asked: one question about one image."""
+class Said:
+    """The text of one or more consecutive messages of one role, and where it sits."""
 
-    question: str
+    text: str
+    param: str  # "messages[3]": its first message, for error messages
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What the model is asked: one question about one image, after earlier turns about it."""
+
+    question: Said
     image_url: str
     image_param: str  # where the image sits in the request, for error messages
+    history: tuple[tuple[Said, Said], ...] = ()  # earlier (question, answer) turns, oldest first
 
 
 def last_turn(messages: list[Message]) -> Turn:
-    """The last user message's text (its text parts joined) and the conversation's last image."""
+    """The question (the text of the last user message, with the user messages right before it
+    that no assistant message answered), the conversation's last image, and the history: the
+    user / assistant turns before the question, from the user message that holds the image on
+    (earlier turns were about another image, or none).
+
+    Consecutive messages of one role are one turn (texts joined by a space); system, developer
+    and tool messages are left out; a turn without question text (an image alone) is no turn;
+    messages after the last user message are ignored.
+    """
     users = [i for i, m in enumerate(messages) if m.role == "user"]
     if not users:
         raise ParamError("no user message: the model answers the last user turn", "messages")
@@ -107,20 +126,49 @@ def last_turn(messages: list[Message]) -> Turn:
             "no image in the conversation: add an image_url part (a data: URL) to a user message",
             "messages",
         )
-    return Turn(_text(messages[users[-1]]), *image)
+    url, param, at = image
+    runs = _runs(messages[: users[-1] + 1], at)
+    history = [
+        (question, answer)
+        for (role, question), (next_role, answer) in zip(runs, runs[1:-1], strict=False)
+        if role == "user" and next_role == "assistant" and question.text.strip()
+    ]
+    if len(history) > MAX_HISTORY_TURNS:
+        raise ParamError(
+            f"the conversation has {len(history)} earlier turns about its image; the limit is "
+            f"{MAX_HISTORY_TURNS}: send only the recent ones",
+            "messages",
+        )
+    return Turn(runs[-1][1], url, param, tuple(history))
+
+
+def _runs(messages: list[Message], start: int) -> list[tuple[str, Said]]:
+    """(role, text) of each run of consecutive user or assistant messages from `start` on."""
+    runs: list[tuple[str, Said]] = []
+    for i in range(start, len(messages)):
+        role = messages[i].role
+        if role not in ("user", "assistant"):
+            continue
+        text = _text(messages[i])
+        if runs and runs[-1][0] == role:
+            said = runs[-1][1]
+            runs[-1] = (role, Said(" ".join(t for t in (said.text, text) if t), said.param))
+        else:
+            runs.append((role, Said(text, f"messages[{i}]")))
+    return runs
 
 
 def _text(message: Message) -> str:
     return " ".join(p.text for p in message.content if p.text is not None)
 
 
-def _last_image(messages: list[Message]) -> tuple[str, str] | None:
-    """(url, param) of the last image_url part of any user message."""
+def _last_image(messages: list[Message]) -> tuple[str, str, int] | None:
+    """(url, param, message index) of the last image_url part of any user message."""
     found = None
     for i, message in enumerate(messages):
         if message.role != "user":
             continue
         for j, part in enumerate(message.content):
             if part.image_url is not None:
-                found = (part.image_url.url, f"messages[{i}].content[{j}].image_url")
+                found = (part.image_url.url, f"messages[{i}].content[{j}].image_url", i)
     return found

@@ -3,9 +3,10 @@
 A completion runs `geostrata.inference.stream_predict` step by step in worker threads (one token
 per step), so the event loop stays free, the deadline is checked between tokens, and streaming
 sends each token as an OpenAI ``chat.completion.chunk``. Image decoding and the prompt's forward
-pass happen in the first step, before any response starts: a bad image is a 400, never a
-half-sent stream. The evidence (cues, router weights, class scores) rides in a ``geostrata``
-field on each choice. Every error is OpenAI's ``{"error": {...}}`` object, never a traceback.
+pass happen before any response starts: a bad image is a 400, never a half-sent stream. Earlier
+user / assistant turns about the image are the prediction's history. The evidence (cues, router
+weights, class scores, the answer's boxes, the prompt) rides in a ``geostrata`` field on each
+choice. Every error is OpenAI's ``{"error": {...}}`` object, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from geostrata.api.bounds import (
     timeout_error,
 )
 from geostrata.api.images import load_image_url
-from geostrata.api.schema import ChatRequest, ParamError, Turn, last_turn
+from geostrata.api.schema import ChatRequest, ParamError, Said, Turn, last_turn
 from geostrata.errors import GeoStrataError, InputError
 
 logger = logging.getLogger(__name__)
@@ -78,9 +79,7 @@ class Steps:
         self._steps, self.deadline = steps, deadline
 
     async def next(self) -> Any | None:
-        if time.monotonic() > self.deadline:
-            raise timeout_error()
-        return await anyio.to_thread.run_sync(next, self._steps, None)
+        return await in_time(self.deadline, next, self._steps, None)
 
     async def drain(self, answer: Answer) -> Answer:
         while (pred := await self.next()) is not None:
@@ -93,21 +92,37 @@ class Steps:
         self._steps.close()
 
 
-def predictions(served: Served, turn: Turn, question: str, max_tokens: int) -> Iterator[Any]:
-    """Decode the turn's image (first step), then stream_predict's growing predictions."""
-    from geostrata.inference import stream_predict
+async def in_time(deadline: float, work: Callable[..., Any], *args: Any) -> Any:
+    """`work(*args)` in a worker thread, refused once the request's deadline has passed."""
+    if time.monotonic() > deadline:
+        raise timeout_error()
+    return await anyio.to_thread.run_sync(work, *args)
 
+
+def decode(served: Served, turn: Turn) -> Any:
+    """The turn's image as an (H, W, 3) uint8 array, within the served limits."""
     limits = served.limits
-    image = load_image_url(
+    return load_image_url(
         turn.image_url,
         turn.image_param,
         limits.max_image_bytes,
         limits.max_pixels,
         served.image_root,
-    )  # (H, W, 3) uint8
-    yield from stream_predict(
-        served.loaded, image, question, served.classes, max_tokens, TOP_CLASSES
     )
+
+
+def checked(said: Said, answer: bool = False) -> str:
+    """A question (or an earlier answer, which may be empty) fit for the prompt, or a 400
+    naming its message."""
+    from geostrata.inference import check_question
+
+    if answer and not said.text.strip():
+        return ""
+    try:
+        return check_question(said.text)
+    except InputError as exc:
+        role = "assistant reply" if answer else "user text"
+        raise ParamError(f"{said.param} ({role}): {exc}", said.param) from exc
 
 
 @dataclass(frozen=True)
@@ -117,6 +132,7 @@ class Reply:
     model: str
     prompt_tokens: int
     max_tokens: int
+    image_size: tuple[int, int]  # (width, height) of the input image: the boxes' pixels
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -140,25 +156,28 @@ class Reply:
             "message": {"role": "assistant", "content": answer.pred.answer},
             "finish_reason": self.finish_reason(answer),
             "logprobs": None,
-            "geostrata": evidence_json(answer.pred),
+            "geostrata": self.evidence(answer.pred),
         }
         return {**self._head("chat.completion"), "choices": [choice], "usage": self.usage(answer)}
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None, pred: Any = None) -> str:
         choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
         if pred is not None:
-            choice["geostrata"] = evidence_json(pred)
+            choice["geostrata"] = self.evidence(pred)
         return sse({**self._head("chat.completion.chunk"), "choices": [choice]})
 
     def usage_chunk(self, answer: Answer) -> str:
         head = self._head("chat.completion.chunk")
         return sse({**head, "choices": [], "usage": self.usage(answer)})
 
+    def evidence(self, pred: Any) -> dict[str, Any]:
+        """The `geostrata` extension field: cues, router, class scores (as `geostrata predict`
+        writes them), the answer's boxes (0-100 and in the input image's pixels), the prompt."""
+        from geostrata.overlay import boxes_json
+        from geostrata.predict import evidence
 
-def evidence_json(pred: Any) -> dict[str, Any]:
-    from geostrata.predict import evidence
-
-    return evidence(pred)
+        boxes = boxes_json(pred.boxes, *self.image_size)
+        return {**evidence(pred), **boxes, "prompt": pred.prompt}
 
 
 def sse(data: dict[str, Any]) -> str:
@@ -202,7 +221,7 @@ def _as_api_error(exc: Exception) -> ApiError:
 
 async def complete(served: Served, request: ChatRequest, deadline: float) -> Any:
     """One chat completion, JSON or streamed (the Guard holds its model slot until the end)."""
-    from geostrata.inference import check_question
+    from geostrata.inference import stream_predict
 
     if request.model != served.name:
         raise ApiError(
@@ -212,18 +231,22 @@ async def complete(served: Served, request: ChatRequest, deadline: float) -> Any
             param="model",
         )
     turn = last_turn(request.messages)
-    try:
-        question = check_question(turn.question)
-    except InputError as exc:
-        raise ParamError(str(exc), "messages") from exc
+    question = checked(turn.question)
+    history = [(checked(q), checked(a, answer=True)) for q, a in turn.history]
     limits = served.limits
+    max_tokens = request.answer_budget(limits.default_max_tokens, limits.max_tokens)
+    image = await in_time(deadline, decode, served, turn)  # (H, W, 3) uint8; errors: a 400
     reply = Reply(
         served.name,
-        len(served.loaded.processor.prompt_ids(question)),  # image tokens included
-        request.answer_budget(limits.default_max_tokens, limits.max_tokens),
+        len(served.loaded.processor.prompt_ids(question, history)),  # image tokens included
+        max_tokens,
+        (image.shape[1], image.shape[0]),
     )
-    steps = Steps(predictions(served, turn, question, reply.max_tokens), deadline)
-    first = Answer(await steps.next())  # image decoded, prompt run: errors are still a 400
+    predictions = stream_predict(
+        served.loaded, image, question, served.classes, max_tokens, TOP_CLASSES, history=history
+    )
+    steps = Steps(predictions, deadline)
+    first = Answer(await steps.next())  # prompt run: errors are still a 400
     if request.stream:
         usage = bool(request.stream_options and request.stream_options.include_usage)
         events = stream_events(reply, first, steps, usage)
