@@ -64,4 +64,10 @@ def test_burst_is_answered_and_server_survives(served, sample_png):
         assert 2 <= len(chat) <= 2 * TURNS  # the session's turns, bounded
         assert cues["data"] and image  # answered, with cues and the image
     assert httpx.get(served, timeout=10).status_code == 200  # still serving
+    client.predict(handle_file(str(sample_png)), api_name="/clear")  # the session starts over
+    chat = ask(BURST)[1][0]
+    assert [[part["text"] for part in m["content"]] for m in chat][0] == [
+        f"Is there a ship? ({BURST})"
+    ]
+    assert len(chat) == 2
     assert rss_after - rss_before < RSS_GROWTH_LIMIT_MB

@@ -8,6 +8,7 @@ from PIL import Image
 from geostrata.app import (
     AnswerView,
     AppLimits,
+    Conversation,
     Handlers,
     asked_question,
     build_app,
@@ -181,3 +182,16 @@ def test_bad_region_is_a_message(handlers, sample_png):
     assert "four integers" in final.message and not final.answer
     described = _last(handlers.ask(str(sample_png), "", region="5,5,50,50", describe=True))
     assert not described.message and described.question == region_question(Box(5, 5, 50, 50))
+
+
+def test_conversation_belongs_to_its_image_and_streams_with_an_ellipsis():
+    kept = Conversation("/cache/a.png", (("Is there a ship?", "yes"),))
+    assert kept.about("/cache/a.png") == [("Is there a ship?", "yes")]
+    assert kept.about("/cache/b.png") == [] and kept.about(None) == []  # another image: anew
+    growing = AnswerView("a harbor", question="What is this?", history=list(kept.turns))
+    assert [m["content"] for m in chat_messages(growing)] == [
+        "Is there a ship?",
+        "yes",
+        "What is this?",
+        "a harbor …",
+    ]
