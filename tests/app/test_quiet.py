@@ -43,11 +43,8 @@ def test_load_model_and_predict_print_nothing(trained_model_dir, sample_png, cap
     assert out == "", f"load_model / predict wrote to stdout:\n{out}"
     assert err == "", f"load_model / predict wrote to stderr:\n{err}"
     assert library_logs == []
-    shown = [
-        f"{w.category.__name__}: {w.message}"
-        for w in caught
-        if issubclass(w.category, SEEN_BY_USERS)
-    ]
+    shown = [f"{w.category.__name__}: {w.message}" for w in caught
+             if issubclass(w.category, SEEN_BY_USERS)]
     assert shown == []
     assert set(prediction.cues) == set(loaded.model.config.levels)  # it did answer
 
