@@ -27,7 +27,7 @@ HELP = {
     "demo": ["--out", "--quick", "--profile", "--seed", "--resume", "--set"],
     "train": ["config", "--set", "--resume", "--eval"],
     "eval": ["model_dir", "--data", "--kind", "--split", "--prefix", "--out", "--device",
-             "--kb-extra"],
+             "--kb-extra", "--task"],
     "ablate": ["--out", "--seeds", "--profile", "--variant", "--table"],
     "chat": ["image", "--question", "--checkpoint", "--max-new-tokens", "--device", "--kb-extra"],
     "serve": ["--checkpoint", "--host", "--port", "--device", "--kb-extra"],

@@ -1,7 +1,8 @@
 """`geostrata demo`: the whole pipeline on the embedded tiny preset, with measured results.
 
 Synthesize the multi-level benchmark, load the knowledge base, train both stages, evaluate VQA per
-type and level (beside the question-only prior) and scene classification, write the report.
+type and level (beside the question-only prior), scene classification and captions (and every
+other task the benchmark holds), write the report.
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ def run_demo(
     extra: list[str] | None = None,
 ) -> DemoResult:
     """Run the pipeline end to end; every figure it returns was measured in this call."""
+    from geostrata.evaluate.captioning import require_java
     from geostrata.evaluate.suite import evaluate_session
     from geostrata.train.pipeline import run_experiment
 
@@ -151,6 +153,8 @@ def run_demo(
     out = Path(out_dir)
     data_dir = synthesize_once(out / "data", chosen, seed, show_progress)
     cfg = chosen.experiment(data_dir, out / "run", seed, extra)
+    if cfg.data.captions:  # the report scores captions (Java): say so before training, not after
+        require_java()
     result = run_experiment(cfg, resume=resume, show_progress=show_progress)
     metrics = evaluate_session(result.session, out / "report", show_progress=show_progress)
     stage_wall = {k: v.wall_time_s for k, v in result.stages.items()}

@@ -35,3 +35,7 @@ class CheckpointError(GeoStrataError):
 
 class InputError(GeoStrataError):
     """A user request is out of bounds: empty or over-long question, oversized image, ..."""
+
+
+class DependencyError(GeoStrataError):
+    """A program GeoStrata needs is not installed or failed to run (names it and the fix)."""

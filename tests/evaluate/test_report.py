@@ -103,3 +103,36 @@ def test_write_report_md(tmp_path):
     assert "### Per semantic level" in text and "`zebra` (1)" in text
     with pytest.raises(InputError, match="unsupported"):
         write_report_md(tmp_path / "bad.md", {"x": 3})
+
+
+def test_plot_boxes_draws_the_true_box_green_and_the_predicted_box_red(tmp_path):
+    from geostrata.boxes import Box
+    from geostrata.evaluate.report import BoxExample, plot_boxes
+
+    gray = np.full((96, 96, 3), 128, dtype=np.uint8)
+    examples = [
+        BoxExample(gray, Box(10, 10, 60, 60), Box(30, 30, 90, 90), "the field (IoU 0.2)"),
+        BoxExample(gray.copy(), Box(5, 5, 20, 20), None, "a car (no box in the answer)"),
+    ]
+    path = plot_boxes(examples, tmp_path / "boxes.png")
+    _assert_png(path)
+    figure = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    r, g, b = figure[..., 0], figure[..., 1], figure[..., 2]
+    green = (g > 150) & (r < 80) & (b < 80)
+    red = (r > 150) & (g < 80) & (b < 80)
+    assert green.sum() > 100 and red.sum() > 100
+    assert not np.any(examples[0].image != 128)  # the examples' images are left as they were
+    # the red box is in the left panel only: the second answer held no box
+    assert red[:, figure.shape[1] // 2 :].sum() == 0
+    with pytest.raises(InputError, match="at least one"):
+        plot_boxes([], tmp_path / "none.png")
+
+
+def test_examples_markdown_escapes_table_cells():
+    from geostrata.evaluate.report import examples_markdown
+
+    rows = [{"question": "Describe.", "pred": "a | b", "answer": "x", "references": ["r1", "r2"]},
+            {"question": "Describe.", "pred": "", "answer": "only"}]  # fmt: skip
+    text = examples_markdown(rows)
+    assert "| Describe. | a \\| b | r1<br>r2 |" in text
+    assert "| Describe. | (empty) | only |" in text

@@ -29,6 +29,9 @@ def test_quick_demo_trains_evaluates_and_beats_the_question_prior(tmp_path):
     assert vqa["overall_accuracy"] > vqa["prior"]["overall_accuracy"] + 0.05
     n_classes = len(metrics["scene_closed_set"]["classes"])
     assert metrics["scene_closed_set"]["overall_accuracy"] > 2.0 / n_classes  # well above chance
+    # every test image's caption is scored against its references (pycocoevalcap)
+    assert metrics["caption"]["n"] == PROFILES["quick"].n_test
+    assert "## Captioning" in (report / "report.md").read_text()
     assert "report:" in result.output
 
     # Resume a finished run: both stages are complete, so nothing trains again.

@@ -21,11 +21,14 @@ def test_synthetic_task_has_questions_captions_and_truth(syn):
     assert task.dataset == "synthetic" and len(task.scene_classes) == 12
     qtypes = {r["qtype"] for r in task.train}
     assert {"presence", "count", "scene", "caption"} <= qtypes
-    assert "caption" not in {r["qtype"] for r in task.eval}  # captions only train
+    captions = [r for r in task.eval if r["qtype"] == "caption"]  # scored against references
+    assert len(captions) == 12 and all(r["references"] == [r["answer"]] for r in captions)
+    assert all(r["task"] == "caption" for r in captions)
     assert all(r["image_path"] in task.truths for r in task.train + task.eval)
     assert any(r["question"] == CAPTION_QUESTION for r in task.train)
     limited = load_task(DataConfig(kind="synthetic", root=str(syn), max_train=5, captions=False))
     assert len(limited.train) == 5
+    assert "caption" not in {r["qtype"] for r in limited.eval}
 
 
 def test_scene_folders_become_scene_questions_with_resolvable_labels(syn):

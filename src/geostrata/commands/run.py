@@ -110,12 +110,25 @@ def evaluate(
     ] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     kb_extra: Annotated[list[Path] | None, typer.Option(help=KB_EXTRA_HELP)] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="Tasks, comma-separated: vqa, cls, caption, ground, region (default: every "
+            "task the evaluation data holds)."
+        ),
+    ] = None,
 ) -> None:
-    """Evaluate a saved model: VQA per type and level (AA/OA, prior), scene classification."""
+    """Evaluate a saved model: VQA per type and level (AA/OA, prior), scene classification,
+    captions and region descriptions (BLEU/METEOR/ROUGE-L/CIDEr), grounding (Acc@0.5, IoU)."""
     from geostrata.evaluate.sharding import init_from_env
     from geostrata.evaluate.suite import evaluate_session
+    from geostrata.evaluate.tasks import parse_tasks
     from geostrata.session import open_session
 
+    try:
+        tasks = parse_tasks(task) if task is not None else None
+    except GeoStrataError as exc:  # before the model loads
+        raise fail(exc) from exc
     init_from_env()  # under torchrun: evaluate shards in parallel, gather, rank 0 writes
     try:
         overrides = {"root": data, "kind": kind, "eval_split": split, "prefix": prefix}
@@ -125,7 +138,7 @@ def evaluate(
             device=device,
             knowledge_extra=kb_extra or [],
         )
-        metrics = evaluate_session(session, out or model_dir.parent / "report-eval")
+        metrics = evaluate_session(session, out or model_dir.parent / "report-eval", tasks=tasks)
     except GeoStrataError as exc:
         raise fail(exc) from exc
     _print_summary("evaluation", metrics.summary())

@@ -1,5 +1,5 @@
 """Figures and files that present evaluation results: confusion matrix, per-type bars, loss
-curves, metrics JSON and a markdown report.
+curves, true vs predicted boxes, metrics JSON and a markdown report.
 
 Figures are drawn on a bare ``matplotlib.figure.Figure`` with the Agg canvas, so nothing touches
 pyplot's global state or needs a display. Every file is written atomically (temp + rename).
@@ -10,19 +10,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from geostrata.atomic import write_atomic, write_text_atomic
+from geostrata.boxes import Box, draw_boxes
 from geostrata.errors import CheckpointError, InputError
 from geostrata.evaluate.metrics import ClassificationMetrics, GroupAccuracy, VQAMetrics
 from geostrata.evaluate.routing import RouterMetrics
 from geostrata.textio import read_jsonl
 
 _MAX_ANNOTATED_CLASSES = 30  # beyond this, per-cell numbers are unreadable
+TRUE_BOX_COLOR = (0, 200, 0)  # green
+PRED_BOX_COLOR = (230, 20, 20)  # red
 
 
 def _new_figure(width: float, height: float) -> Any:
@@ -118,6 +123,58 @@ def plot_router(router: RouterMetrics, path: str | Path) -> Path:
     ax.set_title(f"Routing per question type (router accuracy {acc})")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save_figure(fig, path)
+
+
+@dataclass
+class BoxExample:
+    """One grounding answer to show: the image, its true box, the predicted one (None when the
+    answer held no box) and a title (the expression and the IoU)."""
+
+    image: np.ndarray  # (H, W, 3) uint8
+    truth: Box
+    pred: Box | None
+    title: str
+
+
+def plot_boxes(
+    examples: Sequence[BoxExample],
+    path: str | Path,
+    columns: int = 4,
+    title: str = "Grounding: true (green) and predicted (red) boxes",
+) -> Path:
+    """A grid of images with the true box in green and the predicted box in red."""
+    if not examples:
+        raise InputError("plot_boxes needs at least one example")
+    cols = min(columns, len(examples))
+    rows = math.ceil(len(examples) / cols)
+    fig = _new_figure(2.6 * cols, 2.9 * rows + 0.4)
+    for i, ex in enumerate(examples):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        line = max(2, round(min(ex.image.shape[:2]) / 64))
+        drawn = draw_boxes(ex.image, [ex.truth], TRUE_BOX_COLOR, width=line)
+        if ex.pred is not None:
+            drawn = draw_boxes(drawn, [ex.pred], PRED_BOX_COLOR, width=line)
+        ax.imshow(drawn)
+        ax.set_axis_off()
+        ax.set_title(textwrap.shorten(ex.title, 60), fontsize=7, wrap=True)
+    fig.suptitle(title)
+    return _save_figure(fig, path)
+
+
+def examples_markdown(rows: Sequence[Mapping[str, Any]], k: int = 3) -> str:
+    """The first `k` generated texts beside their references, as a table."""
+
+    def cell(text: object) -> str:
+        return " ".join(str(text).split()).replace("|", "\\|") or "(empty)"
+
+    lines = ["| question | prediction | references |", "|---|---|---|"]
+    for row in rows[:k]:
+        refs = row.get("references") or [row.get("answer", "")]
+        lines.append(
+            f"| {cell(row['question'])} | {cell(row['pred'])} | "
+            f"{'<br>'.join(cell(r) for r in refs)} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _group_values(m: VQAMetrics, types: list[str]) -> list[float]:

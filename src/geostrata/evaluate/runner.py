@@ -23,6 +23,7 @@ from geostrata.evaluate.metrics import (
     vqa_accuracy,
 )
 from geostrata.evaluate.sharding import sharded_map
+from geostrata.evaluate.tasks import MAX_NEW_TOKENS
 from geostrata.session.samples import SCENE_QUESTION, scene_answer
 
 Collate = Callable[[Sequence[dict[str, Any]]], dict[str, Any]]
@@ -95,6 +96,29 @@ def generate_answers(
     return sharded_map(run, records)
 
 
+def answer_records(
+    model: Any,
+    tokenizer: Any,
+    collate: Collate,
+    records: Sequence[dict[str, Any]],
+    task: str,
+    batch_size: int = 64,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Each record of `task` with its greedy answer as "pred" (the task's token budget)."""
+    preds = generate_answers(
+        model,
+        tokenizer,
+        collate,
+        records,
+        batch_size,
+        MAX_NEW_TOKENS[task],
+        show_progress,
+        description=f"Answering ({task})",
+    )
+    return [{**r, "pred": p} for r, p in zip(records, preds, strict=True)]
+
+
 def evaluate_vqa(
     model: Any,
     tokenizer: Any,
@@ -105,10 +129,7 @@ def evaluate_vqa(
     show_progress: bool = True,
 ) -> VQAEvaluation:
     """Exact match after normalisation, per type and level, AA/OA, beside the question prior."""
-    preds = generate_answers(
-        model, tokenizer, collate, records, batch_size, show_progress=show_progress
-    )
-    rows = [{**r, "pred": p} for r, p in zip(records, preds, strict=True)]
+    rows = answer_records(model, tokenizer, collate, records, "vqa", batch_size, show_progress)
     metrics = vqa_accuracy(rows)
     metrics.prior = question_prior_accuracy(list(train_records), list(records))
     return VQAEvaluation(metrics, rows)
@@ -190,11 +211,6 @@ class ClassMapper:
             return self.by_entry.get(self.knowledge.resolve(key), text)
         except KnowledgeBaseError:
             return text
-
-
-def unique_images(records: Sequence[dict[str, Any]]) -> list[str]:
-    """Image paths in first-seen order."""
-    return list(dict.fromkeys(r["image_path"] for r in records))
 
 
 @torch.no_grad()

@@ -95,8 +95,10 @@ def _synthetic(cfg: DataConfig) -> TaskData:
                 _caption_record(path, str(ann["id"]), ann["caption"])
             )
     train = list(RSVQADataset(root, cfg.train_split, prefix="SYN").records)
-    if cfg.captions:
+    test = list(RSVQADataset(root, cfg.eval_split, prefix="SYN").records)
+    if cfg.captions:  # trained on, and scored against their references (evaluate/captioning)
         train += captions.get(cfg.train_split, [])
+        test += captions.get(cfg.eval_split, [])
     labels = {
         "scene": meta["scene_classes"],
         "region": meta["land_covers"],
@@ -105,7 +107,7 @@ def _synthetic(cfg: DataConfig) -> TaskData:
     return TaskData(
         "synthetic",
         train,
-        list(RSVQADataset(root, cfg.eval_split, prefix="SYN").records),
+        test,
         truths,
         labels,
         list(meta["scene_classes"]),
@@ -114,12 +116,15 @@ def _synthetic(cfg: DataConfig) -> TaskData:
 
 
 def _caption_record(path: str, image_id: str, caption: str) -> dict[str, Any]:
+    """A caption turn in the record convention: `answer` one reference, `references` all."""
     return {
         "image_path": path,
         "image_id": image_id,
         "question_id": f"caption:{image_id}",
         "question": CAPTION_QUESTION,
         "answer": caption,
+        "references": [caption],
+        "task": "caption",
         "qtype": "caption",
         "level": "scene",
     }

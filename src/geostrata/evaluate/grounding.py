@@ -1,0 +1,117 @@
+"""Grounding metrics: how well the boxes a model writes match the true boxes.
+
+An answer's first box (`geostrata.boxes.parse_box`) is compared with the record's true box by
+IoU. Acc@0.5 and Acc@0.25 are the shares of answers with IoU >= 0.5 and >= 0.25; mean IoU is
+over all answers. An answer without a box is a miss (IoU 0) and is counted apart, so a model that
+stops writing boxes is told from one that writes wrong ones. Every figure is given overall and by
+the size of the true box (`geostrata.boxes.size_bucket`: small / medium / large).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from geostrata.boxes import Box, iou, parse_box, size_bucket
+from geostrata.errors import InputError
+
+SIZES = ("small", "medium", "large")
+
+
+@dataclass
+class GroundingScores:
+    """The scores of one group of answers."""
+
+    n: int
+    acc_50: float  # share with IoU >= 0.5
+    acc_25: float  # share with IoU >= 0.25
+    mean_iou: float
+
+    @classmethod
+    def of(cls, ious: Sequence[float]) -> GroundingScores:
+        n = len(ious)
+        return cls(
+            n,
+            sum(v >= 0.5 for v in ious) / n,
+            sum(v >= 0.25 for v in ious) / n,
+            sum(ious) / n,
+        )
+
+
+@dataclass
+class GroundingMetrics:
+    overall: GroundingScores
+    per_size: dict[str, GroundingScores]  # by the true box's size; only sizes present
+    n_unparseable: int  # answers without a box (counted as misses, IoU 0)
+    ious: list[float] = field(default_factory=list)  # per answer, in order
+
+    @property
+    def unparseable_rate(self) -> float:
+        return self.n_unparseable / self.overall.n
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "overall": asdict(self.overall),
+            "per_size": {k: asdict(v) for k, v in self.per_size.items()},
+            "n_unparseable": self.n_unparseable,
+            "unparseable_rate": self.unparseable_rate,
+        }
+
+    def markdown(self) -> str:
+        rows = [("all", self.overall), *self.per_size.items()]
+        lines = [
+            f"{self.overall.n} referring expressions; {self.n_unparseable} answers "
+            f"({100 * self.unparseable_rate:.1f}%) held no box and count as misses (IoU 0). "
+            "Sizes by the true box's share of the image (small < 0.25%, large >= 2.25%).",
+            "",
+            "| objects | n | Acc@0.5 (%) | Acc@0.25 (%) | mean IoU (%) |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, s in rows:
+            lines.append(
+                f"| {name} | {s.n} | {100 * s.acc_50:.1f} | {100 * s.acc_25:.1f} | "
+                f"{100 * s.mean_iou:.1f} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def grounding_metrics(predictions: Sequence[str], truths: Sequence[Box]) -> GroundingMetrics:
+    """Scores of the answer texts `predictions` against the true boxes, one each."""
+    if len(predictions) != len(truths):
+        raise InputError(f"{len(predictions)} predictions but {len(truths)} true boxes")
+    if not predictions:
+        raise InputError("grounding metrics need at least one prediction")
+    boxes = [parse_box(p) for p in predictions]
+    ious = [iou(b, t) if b is not None else 0.0 for b, t in zip(boxes, truths, strict=True)]
+    by_size: dict[str, list[float]] = {}
+    for value, truth in zip(ious, truths, strict=True):
+        by_size.setdefault(size_bucket(truth), []).append(value)
+    return GroundingMetrics(
+        GroundingScores.of(ious),
+        {s: GroundingScores.of(by_size[s]) for s in SIZES if s in by_size},
+        sum(b is None for b in boxes),
+        ious,
+    )
+
+
+def record_box(record: Mapping[str, Any]) -> Box:
+    """A record's true `box` ([x1, y1, x2, y2] in 0-100), or an InputError naming the record."""
+    name = record.get("question_id") or record.get("image_path") or "?"
+    if "box" not in record:
+        raise InputError(f"record {name}: a grounding record needs a 'box' [x1, y1, x2, y2]")
+    try:
+        return Box.of(record["box"])
+    except (InputError, TypeError, ValueError) as err:
+        raise InputError(f"record {name}: bad 'box' {record['box']!r}: {err}") from err
+
+
+def score_rows(rows: Sequence[dict[str, Any]]) -> GroundingMetrics:
+    """Scores of evaluation rows (records with their `pred`); each row gains `pred_box` (the box
+    read from its answer, or None) and `iou`, for the predictions file."""
+    metrics = grounding_metrics([str(r["pred"]) for r in rows], [record_box(r) for r in rows])
+    for row, value in zip(rows, metrics.ious, strict=True):
+        box = parse_box(str(row["pred"]))
+        row["pred_box"] = box.as_list() if box is not None else None
+        row["iou"] = value
+    return metrics
