@@ -113,3 +113,53 @@ def test_generation_budgets_fit_a_box_and_a_caption(trained_model_dir):
     assert captions
     longest = max(len(loaded.processor.answer_ids(c)) for c in captions)
     assert longest <= MAX_NEW_TOKENS["caption"]
+
+
+def region_records(images):
+    from geostrata.session.samples import region_question
+
+    texts = ["a patch of green grass", "a grey road crossing", "water near the shore"]
+    return [
+        {
+            "image_path": path,
+            "image_id": path,
+            "question_id": f"region:{i}",
+            "question": region_question(Box.of(box)),
+            "answer": text,
+            "references": [text, f"{text} in the image"],
+            "box": box,
+            "task": "region",
+            "qtype": "region",
+            "level": "object",
+        }
+        for i, (path, box, text) in enumerate(zip(images, BOXES, texts, strict=False))
+    ]
+
+
+def test_region_and_ground_records_are_scored_together_through_the_library(
+    trained_model_dir, tmp_path, monkeypatch
+):
+    from geostrata.evaluate.suite import evaluate_session
+    from geostrata.session import open_session
+
+    real = session_module.load_task
+
+    def mixed(cfg):
+        task = real(cfg)
+        images = unique_images(task.eval)
+        task.eval = ground_records(images[:2]) + region_records(images[2:])
+        return task
+
+    monkeypatch.setattr(session_module, "load_task", mixed)
+    session = open_session(trained_model_dir, show_progress=False, device="cpu")
+    m = evaluate_session(session, tmp_path / "r", show_progress=False)  # every task it holds
+    assert m.tasks == ["cls", "ground", "region"]  # its images have scene labels: cls too
+    assert m.captions is None and m.vqa is None and m.scenes is not None
+    assert m.regions.n == 3 and m.regions.n_references == 6 and m.grounding.overall.n == 2
+    saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert saved["region"]["bleu_4"] == pytest.approx(m.regions.bleu_4)
+    assert saved["region"]["cider"] == pytest.approx(m.regions.cider)
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "## Region description" in report and "| BLEU-1 |" in report
+    assert "## Visual grounding" in report and (tmp_path / "r" / "boxes.png").is_file()
+    assert {"region_cider", "ground_acc50"} <= set(m.summary())
