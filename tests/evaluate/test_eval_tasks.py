@@ -163,3 +163,19 @@ def test_region_and_ground_records_are_scored_together_through_the_library(
     assert "## Region description" in report and "| BLEU-1 |" in report
     assert "## Visual grounding" in report and (tmp_path / "r" / "boxes.png").is_file()
     assert {"region_cider", "ground_acc50"} <= set(m.summary())
+
+
+def test_eval_scores_a_dior_rsvg_split_read_by_its_loader(trained_model_dir, tmp_path):
+    from tests.data.fixtures import rsvg_files, write_dior_rsvg
+
+    data = write_dior_rsvg(tmp_path / "rsvg", rsvg_files(), {"train": [0, 1], "test": [2, 3, 4]})
+    out = tmp_path / "report"
+    args = ["eval", str(trained_model_dir), "--kind", "dior_rsvg", "--data", str(data)]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tasks"] == ["ground"]  # every task the data holds: grounding only
+    assert metrics["grounding"]["overall"]["n"] == 3
+    assert (out / "boxes.png").is_file() and "## Visual grounding" in (
+        out / "report.md"
+    ).read_text()

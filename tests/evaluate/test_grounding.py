@@ -6,7 +6,15 @@ import pytest
 from geostrata.boxes import Box
 from geostrata.errors import ConfigError, InputError
 from geostrata.evaluate.grounding import grounding_metrics, record_box, score_rows
-from geostrata.evaluate.tasks import parse_tasks, record_task, records_of, select_tasks
+from geostrata.evaluate.tasks import (
+    MAX_BUDGET,
+    MAX_NEW_TOKENS,
+    parse_tasks,
+    record_task,
+    records_of,
+    select_tasks,
+    token_budget,
+)
 
 LARGE = Box(0, 0, 40, 40)  # 16% of the image
 MEDIUM = Box(10, 10, 20, 20)  # 1%
@@ -88,3 +96,16 @@ def test_tasks_of_records_and_their_selection():
     assert select_tasks(["ground", "vqa"], ["vqa", "cls", "ground"]) == ["vqa", "ground"]
     with pytest.raises(InputError, match="holds no region data .it holds: vqa, cls"):
         select_tasks(["region"], ["vqa", "cls"])
+
+
+def test_token_budgets_fit_the_longest_reference_of_open_ended_tasks():
+    def words(text, add_special_tokens):  # a tokenizer with one token per word
+        return {"input_ids": text.split()}
+
+    short = [{"answer": "a b", "references": ["a b", "c d e"]}]
+    assert token_budget("caption", short, words) == MAX_NEW_TOKENS["caption"]  # the floor
+    long_ = [{"answer": "x", "references": ["w " * 100, "v " * 150]}]
+    assert token_budget("caption", long_, words) == 154
+    assert token_budget("region", [{"answer": "w " * 900}], words) == MAX_BUDGET
+    assert token_budget("vqa", long_, words) == MAX_NEW_TOKENS["vqa"]  # short answers: fixed
+    assert token_budget("ground", [], words) == MAX_NEW_TOKENS["ground"]

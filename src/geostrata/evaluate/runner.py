@@ -23,7 +23,7 @@ from geostrata.evaluate.metrics import (
     vqa_accuracy,
 )
 from geostrata.evaluate.sharding import sharded_map
-from geostrata.evaluate.tasks import MAX_NEW_TOKENS
+from geostrata.evaluate.tasks import token_budget
 from geostrata.session.samples import SCENE_QUESTION, scene_answer
 
 Collate = Callable[[Sequence[dict[str, Any]]], dict[str, Any]]
@@ -112,7 +112,7 @@ def answer_records(
         collate,
         records,
         batch_size,
-        MAX_NEW_TOKENS[task],
+        token_budget(task, records, tokenizer),
         show_progress,
         description=f"Answering ({task})",
     )

@@ -21,8 +21,11 @@ TASKS = ("vqa", "cls", "caption", "ground", "region")
 TEXT_TASKS = ("caption", "region")  # scored by the caption metrics (Java)
 # greedy generation budget per task (tokens); generation stops earlier at </s>. A box
 # "{<12><34><56><78>}" is 20 tokens with </s> (24 at most) with the tiny local tokenizer when
-# no training answer held a box (a token per character); a synthetic caption about 25.
+# no training answer held a box (a token per character); a synthetic caption about 25. For the
+# open-ended tasks the budget grows to fit the split's longest reference (VRSBench captions run
+# to ~100 words), up to MAX_BUDGET.
 MAX_NEW_TOKENS = {"vqa": 8, "cls": 8, "caption": 64, "region": 64, "ground": 32}
+MAX_BUDGET = 256
 FREE_TEXT_TYPES = ("caption", "instruct")  # qtypes of free-text turns: no exact-match accuracy
 
 
@@ -39,6 +42,17 @@ def records_of(records: Iterable[dict[str, Any]], task: str) -> list[dict[str, A
     if task == "vqa":
         return [r for r in records if record_task(r) == "vqa" and r["qtype"] not in FREE_TEXT_TYPES]
     return [r for r in records if record_task(r) == task]
+
+
+def token_budget(task: str, records: Sequence[dict[str, Any]], tokenizer: Any) -> int:
+    """Generation budget for `task`: its MAX_NEW_TOKENS, for caption / region / ground raised
+    to fit the longest answer or reference of `records` (+ 4 tokens), at most MAX_BUDGET."""
+    floor = MAX_NEW_TOKENS[task]
+    if task in ("vqa", "cls") or not records:
+        return floor
+    texts = [t for r in records for t in (r.get("references") or [r.get("answer", "")])]
+    longest = max(len(tokenizer(str(t), add_special_tokens=False)["input_ids"]) for t in texts)
+    return min(MAX_BUDGET, max(floor, longest + 4))
 
 
 def unique_images(records: Sequence[dict[str, Any]]) -> list[str]:
