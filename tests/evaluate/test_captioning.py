@@ -107,3 +107,15 @@ def test_missing_java_names_the_package(monkeypatch):
         require_java()
     with pytest.raises(DependencyError, match="--task"):
         CaptionScorer()  # refused before any process starts
+
+
+def test_meteor_runs_with_the_lean_collector_and_the_environment_is_restored(scorer):
+    import os
+    import sys
+    from pathlib import Path
+
+    assert captioning.METEOR_JAVA_OPTIONS not in os.environ.get("JAVA_TOOL_OPTIONS", "")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc")
+    environ = Path(f"/proc/{scorer._meteor.meteor_p.pid}/environ").read_bytes()
+    assert captioning.METEOR_JAVA_OPTIONS.encode() in environ
