@@ -101,11 +101,19 @@ def write_sparse_scene(
         "blockxsize": block,
         "blockysize": block,
         "compress": "deflate",
+        "predictor": 2,
+        "zlevel": 1,
         "sparse_ok": True,
         "bigtiff": "yes",
     }
     with rasterio.open(path, "w", **profile) as dst:
-        for row, col in blocks:
-            values = rng.integers(1, 3000, (count, block, block)).astype(np.uint16)
+        rows, cols = np.mgrid[0:block, 0:block]
+        for row, col in blocks:  # a gradient and a little noise: compresses, varies per band
+            values = np.stack(
+                [
+                    500 + (b + 1) * (rows + cols) + rng.integers(0, 16, rows.shape)
+                    for b in range(count)
+                ]
+            ).astype(np.uint16)  # (C, block, block)
             dst.write(values, window=Window(col * block, row * block, block, block))
     return path

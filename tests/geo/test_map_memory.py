@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.geo.fixtures import UTM, write_sparse_scene
 
 GIB = 2**30
@@ -24,6 +26,7 @@ print(json.dumps({"code": code or 0, "peak_bytes": peak}))
 """
 
 
+@pytest.mark.slow  # a fresh process loads the model
 def test_map_of_a_20000_px_scene_peaks_under_2gib(tmp_path, trained_model_dir, model_classes):
     scene = write_sparse_scene(tmp_path / "big.tif", SIDE, [(0, 0), (7, 11), (15, 3)], block=1024)
     samples = SIDE * SIDE * 4 * 2
