@@ -17,9 +17,13 @@ from geostrata.demo import PROFILES, DemoProfile
 
 # Group (as typed after `geostrata`) -> what its --help must list: subcommands, options, arguments.
 HELP = {
-    "": ["data", "kb", "demo", "train", "eval", "ablate", "chat", "serve", "api", "predict"],
-    "data": ["synth", "show", "check"],
+    "": ["data", "kb", "demo", "train", "eval", "ablate", "chat", "serve", "api", "predict", "map"],
+    "data": ["synth", "show", "check", "chips"],
     "data check": ["root", "--kind", "--split", "--prefix", "--image-dir"],
+    "data chips": ["raster", "labels", "--out", "--size", "--field", "--min-purity", "--stride",
+                   "--split"],
+    "map": ["scene", "--model", "--out", "--tile", "--overlap", "--batch-size", "--bands",
+            "--cloud-mask", "--to-wgs84"],
     "data synth": ["--out", "--n-train", "--n-test", "--size", "--seed", "--workers", "--holdout"],
     "data show": ["--out", "--n", "--split"],
     "kb": ["build", "query", "stats", "validate"],

@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "scaling": 7,
     "predict": 7,
     "overlay": 7,
+    "mapping": 7,
     "demo": 8,
     "ablate": 9,
     "chat": 10,

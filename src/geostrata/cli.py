@@ -7,7 +7,7 @@ transformers, faiss) only inside the command, so `geostrata --help` stays instan
 import typer
 
 from geostrata.commands import app as app_commands
-from geostrata.commands import data, kb, run, serving
+from geostrata.commands import data, geo, kb, run, serving
 
 app = typer.Typer(
     name="geostrata",
@@ -24,6 +24,7 @@ app.add_typer(kb.app, name="kb", help="Build, query and validate the RS semantic
 run.register(app)
 app_commands.register(app)
 serving.register(app)
+geo.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

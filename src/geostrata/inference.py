@@ -26,8 +26,10 @@ __all__ = [
     "Cue",
     "LoadedModel",
     "Prediction",
+    "SceneReading",
     "check_history",
     "check_question",
+    "classify",
     "load_model",
     "predict",
     "stream_predict",
@@ -58,6 +60,14 @@ class Prediction:
     def boxes(self) -> list[Box]:
         """The boxes the answer holds ({<x1><y1><x2><y2>}, 0-100 of the image), in order."""
         return parse_boxes(self.answer)
+
+
+@dataclass(frozen=True)
+class SceneReading:
+    """One image's scene classes and retrieved cues, without a generated answer (`classify`)."""
+
+    class_probs: list[tuple[str, float]]  # top classes, best first (softmax over all classes)
+    cues: dict[str, list[Cue]]  # level -> top-k cues for the scene question, best first
 
 
 def check_question(question: str) -> str:
@@ -120,6 +130,32 @@ def predict(
     same image, oldest first."""
     steps = stream_predict(loaded, image, question, classes, max_new_tokens, top_classes, history)
     return collections.deque(steps, maxlen=1)[0]  # the last state; it always yields
+
+
+@torch.no_grad()
+def classify(
+    loaded: LoadedModel,
+    images: Sequence[ImageInput],
+    classes: Sequence[str],
+    top_classes: int = 5,
+) -> list[SceneReading]:
+    """Scene-class probabilities and cues of many images in one batch, nothing generated.
+
+    The same closed-set scoring as `predict`'s class_probs (for one image they agree), and the
+    cues retrieved for the scene question; the tower runs once for both. For tiling a scene
+    (`geostrata map`), where each tile needs a class, not an answer.
+    """
+    if not classes:
+        raise InputError("classify needs at least one scene class")
+    squares = [loaded.processor.image_processor.square(image) for image in images]
+    batch = _batch_of(loaded, squares, [SCENE_QUESTION] * len(squares))
+    features = loaded.model.encode_images(batch["pixel_values"])
+    visual = loaded.model.visual_tokens(features, batch.get("question_embeds"))
+    probs = _scene_probs(loaded, {**batch, "features": features}, classes)  # (B, C)
+    return [
+        SceneReading(_ranked(classes, row, top_classes), _cues(loaded, visual.retrieved, i))
+        for i, row in enumerate(probs.tolist())
+    ]
 
 
 @torch.no_grad()
@@ -192,17 +228,26 @@ def _batch(
     loaded: LoadedModel, image: ImageInput, question: str, history: Turns = ()
 ) -> dict[str, torch.Tensor]:
     """The model input for one image and question, through the processor like training's."""
+    return _batch_of(loaded, [image], [question], [history])
+
+
+def _batch_of(
+    loaded: LoadedModel,
+    images: Sequence[ImageInput],
+    questions: list[str],
+    histories: Sequence[Turns] | None = None,
+) -> dict[str, torch.Tensor]:
     device = next(loaded.model.parameters()).device
-    batch = loaded.processor([image], [question], histories=[history])
+    batch = loaded.processor(images, questions, histories=histories)
     return {k: v.to(device) for k, v in batch.items()}
 
 
 def _cues(
-    loaded: LoadedModel, retrieved: dict[str, RetrievedCues] | None
+    loaded: LoadedModel, retrieved: dict[str, RetrievedCues] | None, row: int = 0
 ) -> dict[str, list[Cue]]:
-    """level -> the batch's first (only) row of cues, named from the knowledge base."""
+    """level -> batch row `row`'s cues, named from the knowledge base."""
     return {
-        level: [Cue(i, loaded.knowledge.get(i).name, s) for i, s in found.row(0)]
+        level: [Cue(i, loaded.knowledge.get(i).name, s) for i, s in found.row(row)]
         for level, found in (retrieved or {}).items()
     }
 
@@ -220,10 +265,20 @@ def _class_probs(
     """Closed-set scene scores for "What type of scene is this?", softmaxed over `classes`."""
     if not classes:
         return []
-    scene_batch = _batch(loaded, image, SCENE_QUESTION)
+    probs = _scene_probs(loaded, _batch(loaded, image, SCENE_QUESTION), classes)  # (1, C)
+    return _ranked(classes, probs[0].tolist(), top)
+
+
+def _scene_probs(
+    loaded: LoadedModel, scene_batch: dict[str, Any], classes: Sequence[str]
+) -> torch.Tensor:
+    """(B, C) softmax over `classes` of each candidate answer's log-likelihood."""
     candidates = [loaded.processor.answer_ids(scene_answer(c)) for c in classes]
-    scores = loaded.model.score_candidates(scene_batch, candidates)[0]  # (C,)
-    probs = torch.softmax(scores.float(), dim=0).tolist()
+    scores = loaded.model.score_candidates(scene_batch, candidates)  # (B, C)
+    return torch.softmax(scores.float(), dim=1)
+
+
+def _ranked(classes: Sequence[str], probs: list[float], top: int) -> list[tuple[str, float]]:
     ranked = sorted(zip(classes, probs, strict=True), key=lambda cp: -cp[1])
     return ranked[:top]
 

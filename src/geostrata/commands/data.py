@@ -1,4 +1,5 @@
-"""`geostrata data ...`: synthesize, inspect and check data sets."""
+"""`geostrata data ...`: synthesize, inspect and check data sets; cut chips from a labelled
+scene."""
 
 from pathlib import Path
 
@@ -99,3 +100,73 @@ def check(
     for line in report.lines():
         typer.echo(line)
     raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def chips(
+    raster: Path = typer.Argument(..., help="A georeferenced raster (any band count and type)."),
+    labels: Path = typer.Argument(
+        ..., help="Label polygons (gpkg / shp / geojson, any CRS) or a class raster."
+    ),
+    out: Path = typer.Option(..., "--out", help="Data set folder (replaced whole when done)."),
+    size: int = typer.Option(..., "--size", min=1, help="Chip side in pixels."),
+    field: str | None = typer.Option(None, "--field", help="The polygons' class attribute."),
+    min_purity: float = typer.Option(
+        0.8, "--min-purity", min=0.0, max=1.0, help="Fraction of a chip its class must cover."
+    ),
+    stride: int | None = typer.Option(
+        None, "--stride", min=1, help="Pixels between chips (default --size: no overlap)."
+    ),
+    split: float = typer.Option(0.8, "--split", help="Fraction of each class in train.txt."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the train / test shuffle."),
+    layer: str | None = typer.Option(None, "--layer", help="Vector layer (default: the first)."),
+    names: str | None = typer.Option(
+        None, "--names", help="Class raster value names, e.g. 1=water,2=forest."
+    ),
+) -> None:
+    """Cut labelled chips from a scene into class folders that `train` and `eval` read."""
+    from geostrata.commands import fail
+    from geostrata.data.chips import ChipSettings, make_chips
+    from geostrata.errors import GeoStrataError
+
+    try:
+        settings = ChipSettings(
+            size=size,
+            field=field,
+            min_purity=min_purity,
+            stride=stride,
+            split=split,
+            seed=seed,
+            layer=layer,
+            names=_value_names(names),
+        )
+        summary = make_chips(raster, labels, out, settings)
+    except GeoStrataError as e:
+        raise fail(e) from e
+    typer.echo(f"{summary.total} chips from {summary.windows} windows in {summary.out}")
+    skipped = ", ".join(f"{n} {why}" for why, n in summary.skipped.items())
+    typer.echo(f"skipped: {skipped}")
+    for name, by_split in summary.counts.items():
+        typer.echo(f"  {name}: {by_split['train']} train, {by_split['test']} test")
+    typer.echo(
+        f"train on it with data.kind=folder data.root={summary.out} "
+        "data.train_split=train.txt data.eval_split=test.txt"
+    )
+
+
+def _value_names(text: str | None) -> dict[int, str]:
+    """Parse --names: "1=water,2=forest" -> {1: "water", 2: "forest"}."""
+    from geostrata.errors import InputError
+
+    names: dict[int, str] = {}
+    for pair in (text or "").split(","):
+        if not pair.strip():
+            continue
+        value, sep, name = pair.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError(pair)
+            names[int(value)] = name.strip()
+        except ValueError as exc:
+            raise InputError(f"--names {text!r}: expected value=name pairs, e.g. 1=water") from exc
+    return names

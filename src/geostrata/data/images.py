@@ -128,6 +128,14 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise ImageError(f"{path}: cannot read the image size from its header: {err}") from err
 
 
+def rgb_indices(
+    n_bands: int, bands: BandPolicy | None = None, source: str | Path = "image"
+) -> tuple[int, int, int]:
+    """The 0-based bands the policy makes R, G and B of an image with `n_bands` bands (what
+    `read_image` keeps), so a caller reading a raster itself reads only those."""
+    return _band_indices(bands or BandPolicy(), n_bands, source)
+
+
 def missing_files(paths: Iterable[str | Path]) -> list[str]:
     """The paths in `paths` that are not existing regular files, in order."""
     return [str(path) for path in paths if not _is_file(Path(path))]
