@@ -29,7 +29,7 @@ HELP = {
     "kb": ["build", "query", "stats", "validate"],
     "kb query": ["--level", "-k", "--kb", "--encoder"],
     "demo": ["--out", "--quick", "--profile", "--seed", "--resume", "--set"],
-    "train": ["config", "--set", "--resume", "--eval"],
+    "train": ["config", "--set", "--resume", "--eval", "--kb-extra"],
     "eval": ["model_dir", "--data", "--kind", "--split", "--prefix", "--out", "--device",
              "--kb-extra", "--task"],
     "ablate": ["--out", "--seeds", "--profile", "--variant", "--table"],

@@ -17,10 +17,10 @@ class TinyKB:
     def level_ids(self, level):
         return self.ids[level]
 
-    def resolve(self, label, dataset=None):
-        for level, ids in self.ids.items():
-            if f"{level}:{label}" in ids:
-                return f"{level}:{label}"
+    def resolve(self, label, dataset=None, level=None):
+        for at, ids in self.ids.items():
+            if f"{at}:{label}" in ids and level in (None, at):
+                return f"{at}:{label}"
         raise KnowledgeBaseError(f"unknown label {label!r}")
 
 
@@ -47,6 +47,17 @@ def test_targets_are_distributions_over_level_entries():
 def test_unknown_label_fails_at_construction():
     with pytest.raises(KnowledgeBaseError, match="volcano"):
         AlignTargetBuilder(TinyKB(), "synthetic", {"scene": ["volcano"]})
+
+
+def test_labels_resolve_among_their_level_and_fail_together():
+    # "water" is a region entry: as a scene label it was a KeyError ('region:water') deep in
+    # the builder; now every label without an entry at its level is named in one error
+    with pytest.raises(KnowledgeBaseError, match="2 label") as err:
+        AlignTargetBuilder(TinyKB(), None, {"scene": ["water", "forest", "volcano"]})
+    assert "'water'" in str(err.value) and "'volcano'" in str(err.value)
+    builder = AlignTargetBuilder(TinyKB(), None, {"scene": ["forest"], "region": ["water"]})
+    out = builder([Truth(scene="water", regions={"water": 1.0})])
+    assert out["scene"][0].sum() == 0 and out["region"][0].tolist() == [1.0, 0.0]
 
 
 def test_truth_from_synthetic_annotation():

@@ -56,6 +56,14 @@ CLASSES = {
                "Scrub and/or herbaceous vegetation associations",
                "Open spaces with little or no vegetation", "Inland wetlands", "Maritime wetlands",
                "Inland waters", "Marine waters"],
+    # NLCD (USGS National Land Cover Database): its Level II classes, then Level I
+    "nlcd": ["Open Water", "Perennial Ice/Snow", "Developed, Open Space",
+             "Developed, Low Intensity", "Developed, Medium Intensity", "Developed, High Intensity",
+             "Barren Land (Rock/Sand/Clay)", "Deciduous Forest", "Evergreen Forest",
+             "Mixed Forest", "Dwarf Scrub", "Shrub/Scrub", "Grassland/Herbaceous",
+             "Sedge/Herbaceous", "Lichens", "Moss", "Pasture/Hay", "Cultivated Crops",
+             "Woody Wetlands", "Emergent Herbaceous Wetlands", "Water", "Developed", "Barren",
+             "Forest", "Shrubland", "Herbaceous", "Planted/Cultivated", "Wetlands"],
 }
 SYNTHETIC = {
     "scene": ["residential", "industrial", "farmland", "forest", "meadow", "bare_land", "river",
@@ -65,7 +73,8 @@ SYNTHETIC = {
                "sports_court"],
     "attribute": ["urban", "rural", "sparse", "medium", "dense"],
 }
-DATASET_LEVEL = {"dota_v2": "object", "xview": "object", "worldcover": "region", "corine": "region"}
+DATASET_LEVEL = {"dota_v2": "object", "xview": "object", "worldcover": "region", "corine": "region",
+                 "nlcd": "region"}
 
 
 @pytest.fixture(scope="module")

@@ -61,7 +61,7 @@ class FakeRetriever:
                 out[i, h % self._dim] += 1.0 if (h >> 8) % 2 else -1.0
         return _unit(out + 1e-6)
 
-    def resolve(self, label: str, dataset: str | None = None) -> str:
+    def resolve(self, label: str, dataset: str | None = None, level: str | None = None) -> str:
         return f"scene:{label}"
 
 

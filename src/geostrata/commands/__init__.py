@@ -7,6 +7,11 @@ KB_EXTRA_HELP = (
     "Knowledge-base entry file (JSONL / YAML) added for this run only, e.g. classes no training "
     "image showed; repeat for several."
 )
+KB_EXTRA_TRAIN_HELP = (
+    "Knowledge-base entry file or folder (JSONL / YAML; a folder may hold a label_map.tsv) added "
+    "to the base and kept in the saved model, e.g. entries describing your own classes (a label "
+    "the base lacks gets an entry named after it otherwise); repeat for several."
+)
 
 
 def fail(exc: Exception) -> typer.Exit:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from geostrata.atomic import write_text_atomic
-from geostrata.commands import DEVICE_HELP, KB_EXTRA_HELP, fail
+from geostrata.commands import DEVICE_HELP, KB_EXTRA_HELP, KB_EXTRA_TRAIN_HELP, fail
 from geostrata.errors import GeoStrataError
 
 
@@ -76,12 +76,18 @@ def train(
     evaluate_after: Annotated[
         bool, typer.Option("--eval/--no-eval", help="Evaluate when done.")
     ] = True,
+    kb_extra: Annotated[list[Path] | None, typer.Option(help=KB_EXTRA_TRAIN_HELP)] = None,
 ) -> None:
     """Train both stages of an experiment (runs under accelerate launch / torchrun unchanged)."""
+    import dataclasses
+
     from geostrata.session.experiment import ExperimentConfig
 
     try:
         cfg = ExperimentConfig.from_yaml(config, set_ or [])  # all of it, before torch loads
+        if kb_extra:
+            extra = [*cfg.knowledge_extra, *map(str, kb_extra)]
+            cfg = dataclasses.replace(cfg, knowledge_extra=extra)
         from geostrata.evaluate.suite import evaluate_session
         from geostrata.train.pipeline import run_experiment
 

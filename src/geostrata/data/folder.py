@@ -17,7 +17,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from geostrata.data.images import BandPolicy, ImageRecords, missing_files
+from geostrata.data.images import MISSING_LISTED, BandPolicy, ImageRecords, missing_files
 from geostrata.data.problems import Problems, attempt
 from geostrata.errors import AnnotationError, DatasetNotFoundError
 from geostrata.textio import read_utf8
@@ -84,13 +84,17 @@ class SceneFolderDataset(ImageRecords, Dataset[Sample]):
         if skipped:
             logger.warning(
                 "%s: skipped %d hidden, non-image or nested entries (e.g. %s)",
-                self.class_root, len(skipped), ", ".join(skipped[:WARN_EXAMPLES]),
+                self.class_root,
+                len(skipped),
+                ", ".join(skipped[:WARN_EXAMPLES]),
             )
         if empty and images:
             logger.warning(
                 "%d class folder(s) hold no image files with extensions %s, so their classes "
                 "get no samples: %s",
-                len(empty), self.extensions, ", ".join(empty[:WARN_EXAMPLES])
+                len(empty),
+                self.extensions,
+                ", ".join(empty[:WARN_EXAMPLES])
                 + (f" and {len(empty) - WARN_EXAMPLES} more" if len(empty) > WARN_EXAMPLES else ""),
             )
         if not images:
@@ -152,12 +156,24 @@ class _SplitReader:
         self.bases = list(dict.fromkeys(bases))  # unique, in order
 
     def read(self, problems: Problems | None = None) -> list[Sample]:
-        """The listed images' records; with `problems`, bad lines are listed there and skipped."""
-        records = []
+        """The listed images' records; with `problems`, bad lines are listed there and skipped,
+        without, every bad line (unknown class, missing or ambiguous file) is in one
+        AnnotationError, so one pass over the file fixes them all."""
+        found: Problems = [] if problems is None else problems
+        start, records = len(found), []
         for number, line in enumerate(self._lines(), start=1):
             entry = line.strip()
             if entry and not entry.startswith("#"):
-                records.append(attempt(problems, self._parse, entry, number))
+                records.append(attempt(found, self._parse, entry, number))
+        bad = found[start:]
+        if problems is None and len(bad) == 1:
+            raise AnnotationError(bad[0])
+        if problems is None and bad:
+            more = len(bad) - MISSING_LISTED
+            listed = bad[:MISSING_LISTED] + ([f"... and {more} more"] if more > 0 else [])
+            raise AnnotationError(
+                f"{len(bad)} bad lines in {self.split_file}:\n  " + "\n  ".join(listed)
+            )
         return [record for record in records if record is not None]
 
     def _lines(self) -> list[str]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from geostrata.errors import KnowledgeBaseError
 from geostrata.knowledge.protocol import Retriever
 from geostrata.levels import VISUAL_LEVELS
 
@@ -39,8 +40,10 @@ class Truth:
 class AlignTargetBuilder:
     """Turns `Truth`s into (B, N_level) target rows over the knowledge base's entries.
 
-    Labels are resolved once through the knowledge base's label map (`dataset` names the table,
-    e.g. "synthetic"), so an unknown class fails at construction, not mid-training.
+    Labels are resolved once, among the entries of their level (`labels`: level -> names, as
+    `session.labels.ground_task` groups them), through the knowledge base's label map (`dataset`
+    names the table, e.g. "synthetic") or entry names, so an unknown class fails at
+    construction, not mid-training: one error naming every label that does not resolve.
     """
 
     def __init__(
@@ -48,9 +51,18 @@ class AlignTargetBuilder:
     ) -> None:
         self.sizes = {level: len(knowledge.level_ids(level)) for level in ALIGN_LEVELS}
         self._column: dict[str, dict[str, int]] = {}
+        problems = []
         for level, names in labels.items():
             rows = {entry_id: i for i, entry_id in enumerate(knowledge.level_ids(level))}
-            self._column[level] = {name: rows[knowledge.resolve(name, dataset)] for name in names}
+            self._column[level] = {}
+            for name in names:
+                try:
+                    self._column[level][name] = rows[knowledge.resolve(name, dataset, level)]
+                except KnowledgeBaseError as exc:
+                    problems.append(f"{level} label {name!r}: {exc}")
+        if problems:
+            listed = "\n  - ".join(problems)
+            raise KnowledgeBaseError(f"{len(problems)} label(s) without an entry:\n  - {listed}")
 
     def __call__(self, truths: Sequence[Truth]) -> dict[str, torch.Tensor]:
         return {level: torch.from_numpy(self._level(truths, level)) for level in ALIGN_LEVELS}

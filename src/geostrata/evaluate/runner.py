@@ -267,7 +267,7 @@ def _dominant_entries(truth: Any, knowledge: Any, dataset: str | None) -> dict[s
     for level, name in names.items():
         if name:
             try:
-                out[level] = knowledge.resolve(name, dataset)
-            except KnowledgeBaseError:
+                out[level] = knowledge.resolve(name, dataset, level)  # a land-cover class
+            except KnowledgeBaseError:  # label has no entry at this level: no scene truth there
                 continue
     return out

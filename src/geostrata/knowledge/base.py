@@ -35,10 +35,12 @@ from geostrata.knowledge.schema import (
     Entry,
     check_entries,
     load_entries,
+    merge_label_maps,
     normalise_label,
     read_entry_file,
     read_label_map,
     write_entries,
+    write_label_map,
 )
 
 LABEL_MAP_FILE = "label_map.tsv"
@@ -79,12 +81,11 @@ def _check_level(level: str) -> str:
     return level
 
 
-def _merge_label_maps(tables: Iterable[dict[str, dict[str, str]]]) -> dict[str, dict[str, str]]:
-    merged: dict[str, dict[str, str]] = {}
-    for table in tables:
-        for dataset, labels in table.items():
-            merged.setdefault(dataset, {}).update(labels)
-    return merged
+def _table_ids(label: str, tables: Iterable[dict[str, str]]) -> list[str]:
+    """Entry ids the tables give `label`: exact spelling first, then normalised."""
+    tables, key = list(tables), normalise_label(label)
+    mapped = [t[label] for t in tables if label in t]
+    return mapped + [i for t in tables for lab, i in t.items() if normalise_label(lab) == key]
 
 
 class KnowledgeBase:
@@ -124,7 +125,7 @@ class KnowledgeBase:
         known = [entry.id for entry in entries]
         maps = [read_label_map(s / LABEL_MAP_FILE, known) for s in sources
                 if s.is_dir() and (s / LABEL_MAP_FILE).is_file()]
-        return cls(entries, encoder or MiniLMEncoder(), _merge_label_maps(maps), cache_dir,
+        return cls(entries, encoder or MiniLMEncoder(), merge_label_maps(maps), cache_dir,
                    index_config, progress)
 
     def _append(self, entries: list[Entry], progress: ProgressFn | None) -> None:
@@ -160,6 +161,16 @@ class KnowledgeBase:
                 if entry_id not in self._by_id:
                     raise KnowledgeBaseError(
                         f"label map {dataset}/{label!r}: unknown entry id {entry_id!r}")
+
+    def add_label_map(self, tables: dict[str, dict[str, str]]) -> None:
+        """Merge label-map tables (dataset -> label -> entry id) into the base's; ids checked."""
+        merged = merge_label_maps([self.label_map, tables])
+        self.label_map, previous = merged, self.label_map
+        try:
+            self._check_label_map()
+        except KnowledgeBaseError:
+            self.label_map = previous
+            raise
 
     def add(self, entries: Iterable[Entry]) -> None:
         """Add entries incrementally (ids must be new; parents/related may name old entries)."""
@@ -202,12 +213,22 @@ class KnowledgeBase:
         """Entry id of a class label: the data set's label map first, then a name/synonym match
         (case, `_`, `-`, spaces ignored; a trailing plural "s" tolerated). Names shared by
         several levels resolve to the coarsest unless `level` is given."""
+        found = self.lookup(label, dataset, level)
+        if found is None:
+            raise KnowledgeBaseError(self._unknown_label_message(label, dataset))
+        return found
+
+    def lookup(
+        self, label: str, dataset: str | None = None, level: str | None = None
+    ) -> str | None:
+        """`resolve` without the error: the entry id, or None when no entry (of `level`) has the
+        label. An unknown `dataset` is still an error: it is a typo, not a missing label."""
         if level is not None:
             _check_level(level)
         for candidate in self._label_candidates(label, dataset):
             if level is None or self._by_id[candidate].level.value == level:
                 return candidate
-        raise KnowledgeBaseError(self._unknown_label_message(label, dataset))
+        return None
 
     def _label_candidates(self, label: str, dataset: str | None) -> list[str]:
         if dataset is not None and dataset not in self.label_map:
@@ -215,12 +236,18 @@ class KnowledgeBase:
                 f"unknown dataset {dataset!r} (label maps: {sorted(self.label_map)})")
         key = normalise_label(label)
         tables = [self.label_map[dataset]] if dataset else list(self.label_map.values())
-        mapped = [t[label] for t in tables if label in t]
-        mapped += [i for t in tables for lab, i in t.items() if normalise_label(lab) == key]
+        mapped = _table_ids(label, tables)
         singular = key[:-1] if key.endswith("s") else ""
         named = self._names.get(key, []) + self._names.get(singular, [])
         # a data set's own table wins; without one, names win over other data sets' tables
         return mapped + named if dataset else named + mapped
+
+    def table_entry(self, label: str, dataset: str) -> str | None:
+        """The entry id the data set's label-map table gives `label`, or None."""
+        if dataset not in self.label_map:
+            raise KnowledgeBaseError(
+                f"unknown dataset {dataset!r} (label maps: {sorted(self.label_map)})")
+        return next(iter(_table_ids(label, [self.label_map[dataset]])), None)
 
     def _unknown_label_message(self, label: str, dataset: str | None) -> str:
         names = sorted({text for e in self._entries for text in (e.name, *e.synonyms)})
@@ -263,11 +290,7 @@ class KnowledgeBase:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         write_entries(self._entries, folder / "entries.jsonl")
-        rows = [f"{dataset}\t{label}\t{entry_id}"
-                for dataset, table in sorted(self.label_map.items())
-                for label, entry_id in table.items()]
-        table = "\n".join(["dataset\tlabel\tentry_id", *rows]) + "\n"
-        write_text_atomic(folder / LABEL_MAP_FILE, table)
+        write_label_map(self.label_map, folder / LABEL_MAP_FILE)
         for level in LEVELS:
             np.save(folder / f"embeddings_{level}.npy", self._vectors[level])
             self._indexes[level].save(folder / f"index_{level}.faiss")

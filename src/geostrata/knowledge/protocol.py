@@ -55,6 +55,7 @@ class Retriever(Protocol):
         """(B, D) float32 L2-normalised embeddings of free text (questions, descriptions)."""
         ...
 
-    def resolve(self, label: str, dataset: str | None = None) -> str:
-        """Entry id for a dataset's class label (by name, synonym or mapping table)."""
+    def resolve(self, label: str, dataset: str | None = None, level: str | None = None) -> str:
+        """Entry id for a dataset's class label (by name, synonym or mapping table), among the
+        entries of `level` when given."""
         ...

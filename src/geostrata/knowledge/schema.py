@@ -231,6 +231,12 @@ def normalise_label(label: str) -> str:
     return re.sub(r"[^0-9a-z]+", "", label.lower())
 
 
+def spoken(label: str) -> str:
+    """How a class label is said, in answers and new entries' names: "Parking_Lot" ->
+    "parking lot"."""
+    return label.replace("_", " ").strip().lower()
+
+
 def read_label_map(path: str | Path, known_ids: Iterable[str]) -> dict[str, dict[str, str]]:
     """`dataset<TAB>label<TAB>entry_id` rows -> {dataset: {label: entry_id}}, ids checked."""
     path, known = Path(path), set(known_ids)
@@ -253,3 +259,22 @@ def read_label_map(path: str | Path, known_ids: Iterable[str]) -> dict[str, dict
                 f"{path}:{number}: field 'label': {dataset}/{label!r} mapped twice")
         table[dataset][label] = entry_id
     return table
+
+
+def merge_label_maps(tables: Iterable[dict[str, dict[str, str]]]) -> dict[str, dict[str, str]]:
+    """Label-map tables merged in order (a later row for the same label wins)."""
+    merged: dict[str, dict[str, str]] = {}
+    for table in tables:
+        for dataset, labels in table.items():
+            merged.setdefault(dataset, {}).update(labels)
+    return merged
+
+
+def write_label_map(table: dict[str, dict[str, str]], path: str | Path) -> None:
+    """Write {dataset: {label: entry_id}} as the TSV `read_label_map` reads."""
+    rows = [
+        "\t".join((dataset, label, entry_id))
+        for dataset, labels in sorted(table.items())
+        for label, entry_id in labels.items()
+    ]
+    write_text_atomic(path, "\n".join(["\t".join(LABEL_MAP_HEADER), *rows]) + "\n")

@@ -57,7 +57,9 @@ class DataConfig:
     image_ext: str | None = None  # RSVQA image extension (default .tif, .png for SYN)
     max_train: int = 0  # 0: all samples
     max_eval: int = 0
-    dataset: str = ""  # label-map table of the knowledge base (ucmerced, aid, ...); folder kind
+    # label-map table of the knowledge base (ucmerced, aid, nlcd, ...) for the folder kind; empty:
+    # labels resolve by entry name and synonym (any label set trains, see docs/data.md)
+    dataset: str = ""
     captions: bool = True  # add "Describe the image." turns where captions exist (synthetic)
 
     def __post_init__(self) -> None:
@@ -92,6 +94,9 @@ class ExperimentConfig:
     model: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     knowledge: str = "default"  # "default", or a path to a knowledge-base file / folder
+    # entry files / folders (with an optional label_map.tsv) added to it (`--kb-extra`); the
+    # saved model keeps what they added, so evaluation does not need them again
+    knowledge_extra: list[str] = field(default_factory=list)
     tokenizer_vocab: int = 1500  # vocab of the locally trained BPE tokenizer (tiny presets)
     stage1: TrainConfig = field(default_factory=_stage1_default)
     stage2: TrainConfig = field(default_factory=_stage2_default)
@@ -108,6 +113,11 @@ class ExperimentConfig:
             raise ConfigError(f"model must be a mapping of field name -> value, got {self.model!r}")
         for name in ("preset", "knowledge", "output_dir"):
             setattr(self, name, _text(name, getattr(self, name)))
+        if not isinstance(self.knowledge_extra, list | tuple):
+            raise ConfigError(
+                f"knowledge_extra must be a list of paths, got {self.knowledge_extra!r}"
+            )
+        self.knowledge_extra = [_text("knowledge_extra", p) for p in self.knowledge_extra]
         for name, minimum in (("seed", 0), ("eval_batch_size", 1), ("tokenizer_vocab", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

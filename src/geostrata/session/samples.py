@@ -13,6 +13,7 @@ from typing import Any
 
 from geostrata.boxes import Box
 from geostrata.data.targets import Truth
+from geostrata.knowledge.schema import spoken
 from geostrata.session.experiment import DataConfig
 
 SCENE_QUESTION = "What type of scene is this?"
@@ -27,11 +28,13 @@ REGION_TEMPLATE = "[region] Describe the area {box}."
 class TaskData:
     """Train and evaluation records of one data set, plus what is known about its images."""
 
-    dataset: str  # label-map table name in the knowledge base ("synthetic", "ucmerced", ...)
+    dataset: str | None  # label-map table in the knowledge base ("synthetic", ...); None: none
     train: list[dict[str, Any]]
     eval: list[dict[str, Any]]
     truths: dict[str, Truth] = field(default_factory=dict)  # image_path -> truth
-    labels: dict[str, list[str]] = field(default_factory=dict)  # level -> class names
+    # level -> class names; as loaded, the level each is declared at (a class folder's labels
+    # are scene labels), after `session.labels.ground_task` the level its entry lives at
+    labels: dict[str, list[str]] = field(default_factory=dict)
     scene_classes: list[str] = field(default_factory=list)
     unseen: dict[str, list[str]] = field(default_factory=dict)  # level -> classes never trained on
 
@@ -53,7 +56,7 @@ def region_question(box: Box) -> str:
 
 def scene_answer(label: str) -> str:
     """How a scene class is spoken: "parking_lot" -> "parking lot"."""
-    return label.replace("_", " ").strip().lower()
+    return spoken(label)
 
 
 def load_task(cfg: DataConfig) -> TaskData:
@@ -140,11 +143,13 @@ def _rsvqa(cfg: DataConfig) -> TaskData:
             ).records
         )
 
-    return TaskData("rsvqa", split(cfg.train_split), split(cfg.eval_split))
+    return TaskData(None, split(cfg.train_split), split(cfg.eval_split))
 
 
 def _folder(cfg: DataConfig) -> TaskData:
-    """Scene folders (UCMerced / AID / NWPU / WHU-RS19): one scene question per image."""
+    """Class folders (UCMerced / AID / NWPU / WHU-RS19, or any user's own labels): one scene
+    question per image, answered with its label; the label-map table only when data.dataset
+    names one (labels resolve by entry name and synonym otherwise, see session/labels.py)."""
     from geostrata.data import SceneFolderDataset
 
     def split(name: str) -> SceneFolderDataset:
@@ -152,9 +157,8 @@ def _folder(cfg: DataConfig) -> TaskData:
 
     train_ds, eval_ds = split(cfg.train_split), split(cfg.eval_split)
     truths = {r["image_path"]: Truth(scene=r["label"]) for r in train_ds.records + eval_ds.records}
-    dataset = cfg.dataset or Path(cfg.root).name.lower()
     return TaskData(
-        dataset,
+        cfg.dataset or None,
         _scene_records(train_ds.records),
         _scene_records(eval_ds.records),
         truths,
@@ -184,7 +188,7 @@ def _instruct(cfg: DataConfig) -> TaskData:
     def split(name: str) -> list[dict[str, Any]]:
         return list(InstructionDataset(Path(cfg.root) / name, cfg.image_dir or cfg.root).records)
 
-    return TaskData("instruct", split(cfg.train_split), split(cfg.eval_split))
+    return TaskData(None, split(cfg.train_split), split(cfg.eval_split))
 
 
 def _geochat_bench(cfg: DataConfig) -> TaskData:
@@ -193,7 +197,7 @@ def _geochat_bench(cfg: DataConfig) -> TaskData:
     records = list(
         GeoChatBenchDataset(Path(cfg.root) / cfg.eval_split, cfg.image_dir or cfg.root).records
     )
-    return TaskData("geochat_bench", [], with_questions(records))
+    return TaskData(None, [], with_questions(records))
 
 
 def _karpathy_captions(cfg: DataConfig) -> TaskData:
@@ -204,8 +208,9 @@ def _karpathy_captions(cfg: DataConfig) -> TaskData:
     def split(name: str) -> list[dict[str, Any]]:
         return with_questions(CaptionDataset(cfg.root, name, image_dir=cfg.image_dir).records)
 
-    name = cfg.dataset or "karpathy_captions"
-    return TaskData(name, per_reference(split(cfg.train_split)), split(cfg.eval_split))
+    return TaskData(
+        cfg.dataset or None, per_reference(split(cfg.train_split)), split(cfg.eval_split)
+    )
 
 
 def _dior_rsvg(cfg: DataConfig) -> TaskData:
@@ -218,7 +223,7 @@ def _dior_rsvg(cfg: DataConfig) -> TaskData:
         dataset = RSVGDataset(cfg.root, name, image_dir=cfg.image_dir, index=index)
         return with_questions(dataset.records)
 
-    return TaskData("dior_rsvg", split(cfg.train_split), split(cfg.eval_split))
+    return TaskData(None, split(cfg.train_split), split(cfg.eval_split))
 
 
 def _vrsbench(cfg: DataConfig) -> TaskData:
@@ -228,7 +233,7 @@ def _vrsbench(cfg: DataConfig) -> TaskData:
 
     tasks = None if cfg.eval_split == "test" else (cfg.eval_split,)
     records = VRSBenchDataset(cfg.root, tasks, image_dir=cfg.image_dir).records
-    return TaskData("vrsbench", [], with_questions(records))
+    return TaskData(None, [], with_questions(records))
 
 
 def with_questions(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

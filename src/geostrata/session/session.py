@@ -22,12 +22,14 @@ from geostrata.device import compute_device, is_main_process
 from geostrata.errors import CheckpointError, InputError
 from geostrata.session.batching import FeatureCache, ImageStore, VQACollator
 from geostrata.session.experiment import DataConfig, ExperimentConfig
+from geostrata.session.labels import ground_task
 from geostrata.session.samples import TaskData, load_task
 from geostrata.weights import hf_progress_bars_off, verify_safetensors
 
 MODEL_DIR = "model"
 PROCESSOR_DIR = "processor"
 CONFIG_FILE = "experiment.yaml"
+ADDED_DIR = "knowledge_added"  # in a model folder: what the run added to cfg.knowledge
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Session:
     images: ImageStore
     features: FeatureCache | None
     targets: AlignTargetBuilder | None
+    added: Any = None  # knowledge.additions.Additions: what the run added to cfg.knowledge
 
     def collator(self, with_answers: bool) -> VQACollator:
         targets = self.targets if with_answers else None
@@ -73,8 +76,11 @@ def load_model(
     ``dtype``: the whole model's dtype; None keeps float32 on the CPU and uses the config's
     ``torch_dtype`` (the LLM's training dtype, bfloat16 for the real presets) on a GPU.
     ``knowledge_extra``: entry files added to the model's knowledge base for this run only.
+    What training added to the base (its `--kb-extra` files, entries for labels the base
+    lacked) is in the folder and comes back with it.
     """
     from geostrata.device import resolve_device, resolve_dtype
+    from geostrata.knowledge.additions import Additions
     from geostrata.model import GeoStrataForConditionalGeneration, GeoStrataProcessor
 
     path = Path(path)
@@ -93,6 +99,7 @@ def load_model(
     target = resolve_device(device)
     if knowledge is None:
         knowledge = load_knowledge(cfg.knowledge, knowledge_extra)
+        Additions.restore(path / ADDED_DIR, knowledge)
     elif knowledge_extra:
         raise InputError("pass either a knowledge base or knowledge_extra files, not both")
     model = GeoStrataForConditionalGeneration.from_pretrained(path, use_safetensors=True)
@@ -183,7 +190,9 @@ def pretrained_tokenizer(model_cfg: Any) -> Any:
 
 
 def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
-    """Build data, knowledge base, processor and model (and cache frozen-tower features)."""
+    """Build data, knowledge base (its labels resolved, entries added for labels it lacked),
+    processor and model (and cache frozen-tower features)."""
+    from geostrata.knowledge.additions import Additions
     from geostrata.model import (
         GeoStrataConfig,
         GeoStrataForConditionalGeneration,
@@ -191,8 +200,10 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
     )
 
     GeoStrataConfig.from_preset(cfg.preset, **cfg.model)  # HF sub-config keys, before any data
-    task = load_task(cfg.data)
-    knowledge = load_knowledge(cfg.knowledge)
+    knowledge = load_knowledge(cfg.knowledge, cfg.knowledge_extra)
+    task, new_entries = ground_task(load_task(cfg.data), knowledge)  # every label problem at once
+    added = Additions.of_files(cfg.knowledge_extra, knowledge).plus(new_entries)
+    targets = _targets(knowledge, task)
     out = Path(cfg.output_dir)
     # The cue vectors' width comes from the knowledge base's encoder unless the config says.
     model_kwargs = {"knowledge_dim": knowledge.dim, **cfg.model}
@@ -214,8 +225,12 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
     model = GeoStrataForConditionalGeneration(model_cfg)
     attach_knowledge(model, processor, knowledge)
     images, features = _caches(cfg, model, processor, task, show_progress)
-    targets = AlignTargetBuilder(knowledge, task.dataset, task.labels) if task.labels else None
-    return Session(cfg, task, knowledge, processor, model, images, features, targets)
+    return Session(cfg, task, knowledge, processor, model, images, features, targets, added)
+
+
+def _targets(knowledge: Any, task: TaskData) -> AlignTargetBuilder | None:
+    """Alignment targets of the task's labels (grounded: each at its entry's level)."""
+    return AlignTargetBuilder(knowledge, task.dataset, task.labels) if task.labels else None
 
 
 def _caches(
@@ -269,6 +284,8 @@ def save_session(session: Session, state_dict: dict[str, torch.Tensor] | None = 
             session.model.save_pretrained(tmp, state_dict=state_dict)
             session.processor.save_pretrained(tmp)
             session.cfg.save(tmp / CONFIG_FILE)
+            if session.added is not None:
+                session.added.save(tmp / ADDED_DIR)
     except OSError as exc:
         raise CheckpointError(f"could not write the model folder {path}: {exc}") from exc
     return path
@@ -288,12 +305,12 @@ def open_session(
     cfg = loaded.cfg
     if data_overrides:
         cfg.data = DataConfig(**{**dataclasses.asdict(cfg.data), **data_overrides})
-    task = load_task(cfg.data)
+    task, new_entries = ground_task(load_task(cfg.data), loaded.knowledge)
+    if new_entries:  # labels this data has and training had not: the model retrieves them too
+        attach_knowledge(loaded.model, loaded.processor, loaded.knowledge)
+    targets = _targets(loaded.knowledge, task)
     eval_only = dataclasses.replace(task, train=[])
     images, features = _caches(cfg, loaded.model, loaded.processor, eval_only, show_progress)
-    targets = (
-        AlignTargetBuilder(loaded.knowledge, task.dataset, task.labels) if task.labels else None
-    )
     return Session(
         cfg, task, loaded.knowledge, loaded.processor, loaded.model, images, features, targets
     )
