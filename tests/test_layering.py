@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "levels": 1,
     "lazy": 1,
     "boxes": 1,
+    "bands": 1,
     "knowledge": 2,
     "data": 3,
     "model": 4,

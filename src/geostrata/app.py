@@ -154,9 +154,8 @@ class Handlers:
         self.loaded, self.limits, self.classes = loaded, limits, classes or []
 
     def read(self, path: str | Path | None) -> np.ndarray:
-        """Decode an uploaded file within the limits, or raise a GeoStrataError saying why."""
-        from geostrata.model.processing import load_image
-
+        """Decode an uploaded file within the limits, as the model takes it (its image
+        processor's `decode`), or raise a GeoStrataError saying why."""
         if not path:
             raise InputError("no image: upload one or pick a sample")
         path = Path(path)
@@ -170,14 +169,15 @@ class Handlers:
             raise InputError(
                 f"{path.name}: not a supported image type (use {', '.join(IMAGE_TYPES)})"
             )
-        return load_image(path, max_pixels=self.limits.max_pixels)  # the processor's decoding
+        images = self.loaded.processor.image_processor
+        return images.decode(path, max_pixels=self.limits.max_pixels)  # the processor's decoding
 
     def preview(self, path: str | Path | None) -> ImageView:
         """Show the uploaded image as the model will see it, or say why it cannot be used."""
         if not path:
             return ImageView(None)
         try:
-            return ImageView(self.read(path))
+            return ImageView(self.loaded.processor.image_processor.preview(self.read(path)))
         except (GeoStrataError, OSError) as exc:
             return ImageView(None, _error(_short(exc)))
 
@@ -223,7 +223,8 @@ class Handlers:
                 yield view
             view.done = True
             view.history = [*turns, (question, view.answer)][-self.limits.max_turns :]
-            view.image = draw_answer_boxes(_enlarged(image), view.boxes, box)
+            picture = self.loaded.processor.image_processor.preview(image)  # (H, W, 3) uint8
+            view.image = draw_answer_boxes(_enlarged(picture), view.boxes, box)
             view.box_text = describe_boxes(view.boxes, image.shape[1], image.shape[0])
             yield view
         except (GeoStrataError, OSError) as exc:

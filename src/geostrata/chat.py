@@ -34,7 +34,7 @@ class ChatSession:
     """One image, the loaded model, and the questions asked so far."""
 
     loaded: Any  # geostrata.inference.LoadedModel
-    image: np.ndarray  # (H, W, 3) uint8
+    image: np.ndarray  # decoded by the model's image processor: (H, W, 3) uint8 for RGB
     source: str = "image"  # what the image is called in messages (its path)
     max_new_tokens: int = 16
     history: list[Turn] = field(default_factory=list)
@@ -75,14 +75,15 @@ def open_session(
     knowledge_extra: Sequence[str | Path] = (),
 ) -> ChatSession:
     """Read the image first (a bad file fails fast), then load (or first train) the model."""
+    from geostrata.data.images import BandPolicy, read_bands
     from geostrata.device import resolve_device
     from geostrata.inference import load_model
-    from geostrata.model.processing import load_image
 
-    image = load_image(image_path)  # (H, W, 3) uint8, decoded as the processor decodes
+    read_bands(image_path, BandPolicy(all_bands=True))  # a bad file fails before any loading
     resolve_device(device)  # a wrong device name fails before any training or loading
     checkpoint = ensure_checkpoint(checkpoint, console)
     loaded = load_model(checkpoint, device=device, knowledge_extra=knowledge_extra)
+    image = loaded.processor.image_processor.decode(image_path)  # the bands the model takes
     return ChatSession(loaded, image, str(image_path), max_new_tokens)
 
 

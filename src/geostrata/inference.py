@@ -177,7 +177,7 @@ def stream_predict(
     (a bad file fails before the model runs); the processor leaves that square unchanged.
     """
     question, history = check_question(question), check_history(history)
-    image = loaded.processor.image_processor.square(image)  # (S, S, 3) uint8
+    image = loaded.processor.image_processor.square(image)  # (S, S, 3) uint8 or (S, S, C) float
     batch = _batch(loaded, image, question, history)
     out = loaded.model(**batch, use_cache=True)
     pred = Prediction(

@@ -157,7 +157,8 @@ def test_smol_pipeline_forwards_with_the_pretrained_llm(
 
     monkeypatch.setenv(P.CACHE_ENV, str(smol.root))
     cfg = smol_model.config
-    processor = build_processor(None, None, SimpleNamespace(encode_text=None), cfg)
+    task = SimpleNamespace(train=[])  # no images: the 8-bit path
+    processor = build_processor(None, task, SimpleNamespace(encode_text=None), cfg, False)
     assert isinstance(processor, GeoStrataProcessor)
     tok = processor.tokenizer
     ids = processor.prompt_ids("Is there a ship?")

@@ -8,7 +8,9 @@ level their entry lives, unknown ones get an entry, and every problem is one err
 
 import json
 
+import numpy as np
 import pytest
+import tifffile
 import yaml
 from typer.testing import CliRunner
 
@@ -26,13 +28,26 @@ from tests.data.fixtures import write_scene_folder
 LABELS = ["developed", "forest", "herbaceous", "water", "made_up_class"]
 
 
-def _chips(root, labels=LABELS, per_class=2):
+def _chips(root, labels=LABELS, per_class=2, ext=".png"):
     """`root/png/<label>/*.png` (a folder named like its file type, as users name them) and
-    split files listing the first image of each label for training, the second for testing."""
+    split files listing the first image of each label for training, the second for testing;
+    ext=".tif": 4-band uint16 chips (R, G, B, NIR), a brightness per label."""
     folder = root / "png"
-    write_scene_folder(folder, labels, per_class)
+    if ext == ".png":
+        write_scene_folder(folder, labels, per_class)
+    for index, label in enumerate(labels if ext == ".tif" else []):
+        for item in range(per_class):
+            noise = np.random.default_rng(item).normal(0, 20, (16, 16, 4))
+            chip = (400 + 600 * index + noise).astype(np.uint16).transpose(2, 0, 1)
+            (folder / label).mkdir(parents=True, exist_ok=True)
+            tifffile.imwrite(
+                folder / label / f"{label}{item:02d}.tif",
+                chip,
+                photometric="minisblack",
+                planarconfig="separate",
+            )
     for split, item in (("train", 0), ("test", 1)):
-        lines = [f"{label}/{label}{item:02d}.png" for label in labels]
+        lines = [f"{label}/{label}{item:02d}{ext}" for label in labels]
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
 
@@ -128,8 +143,9 @@ def test_a_split_file_lists_every_bad_line_at_once(tmp_path):
     assert "line 3: listed file 'water/nope.png'" in str(err.value)
 
 
-def test_own_labels_train_and_evaluate_through_the_cli(tmp_path):
-    folder = _chips(tmp_path)
+def test_own_labels_train_evaluate_and_predict_through_the_cli(tmp_path):
+    # 4-band uint16 chips: the band adapter and the band statistics on the same run (item 6)
+    folder = _chips(tmp_path, ext=".tif")
     extra = tmp_path / "extra.jsonl"
     extra.write_text(
         json.dumps(
@@ -146,6 +162,7 @@ def test_own_labels_train_and_evaluate_through_the_cli(tmp_path):
     stage = {"max_steps": 2, "batch_size": 5, "warmup_steps": 0, "log_every": 1}
     config = {
         "preset": "tiny",
+        "model": {"in_bands": 4},
         "output_dir": str(tmp_path / "run"),
         "eval_batch_size": 5,
         "data": {
@@ -169,3 +186,22 @@ def test_own_labels_train_and_evaluate_through_the_cli(tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "rep" / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["scene_closed_set"]["n"] == len(LABELS)  # every label, land covers too
+    bands = json.loads((model / "processor_config.json").read_text(encoding="utf-8"))["bands"]
+    assert bands["in_bands"] == 4 and bands["stats"]["dtype"] == "uint16"
+    out = tmp_path / "pred.jsonl"
+    chip = str(folder / "water" / "water01.tif")
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(model),
+            chip,
+            "--out",
+            str(out),
+            "--question",
+            "What type of scene is this?",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    row = json.loads(out.read_text(encoding="utf-8"))
+    assert "error" not in row and set(row["cues"]) == {"scene", "region", "object"}

@@ -100,7 +100,8 @@ async def in_time(deadline: float, work: Callable[..., Any], *args: Any) -> Any:
 
 
 def decode(served: Served, turn: Turn) -> Any:
-    """The turn's image as an (H, W, 3) uint8 array, within the served limits."""
+    """The turn's image as the model takes it (its image processor's `decode`: (H, W, 3) uint8
+    for an RGB model), within the served limits."""
     limits = served.limits
     return load_image_url(
         turn.image_url,
@@ -108,6 +109,7 @@ def decode(served: Served, turn: Turn) -> Any:
         limits.max_image_bytes,
         limits.max_pixels,
         served.image_root,
+        served.loaded.processor.image_processor.decode,  # the model's bands
     )
 
 

@@ -36,6 +36,7 @@ import tifffile
 from PIL import Image
 
 import geostrata.data.tiffbands as tiffbands
+from geostrata.bands import DEFAULT_RGB
 from geostrata.errors import ConfigError, ImageError
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_PIXELS = 100_000_000  # H * W bound: a decompression-bomb guard, not a quality limit
 DEFAULT_MAX_BYTES = 2**30  # decoded samples held at once (peak memory stays under about 2x this)
 MAX_ELEMENTS_PER_PIXEL = 32  # bounds H * W * bands of a TIFF stack before it is read
-SENTINEL2_RGB = (3, 2, 1)  # B4 (red), B3 (green), B2 (blue) in Sentinel-2's 12/13-band order
 STRETCH_PERCENTILES = (2.0, 98.0)
 STRETCH_SAMPLES = 1_000_000  # percentiles of a sample of this many values: bounded time
 STRETCH_CHUNK = 2**22  # values stretched at once: float temporaries stay a few tens of MB
@@ -54,16 +54,20 @@ MISSING_LISTED = 50  # how many missing files an error message names before summ
 
 @dataclass(frozen=True)
 class BandPolicy:
-    """Which bands of an image become R, G and B.
+    """Which bands of an image become R, G and B, or (`all_bands`) that every band is kept.
 
     `rgb` holds explicit 0-based band indices (repeats allowed, e.g. (7, 7, 7) for one band as
     grey). None applies the default rule of the module docstring; counts it does not cover raise
-    an `ImageError` rather than guess, since a guess silently gives false colours.
+    an `ImageError` rather than guess, since a guess silently gives false colours. `all_bands`
+    keeps every band in file order (a multispectral model's input, `in_bands`).
     """
 
     rgb: tuple[int, int, int] | None = None
+    all_bands: bool = False
 
     def __post_init__(self) -> None:
+        if self.all_bands and self.rgb is not None:
+            raise ConfigError("BandPolicy: give rgb=(r, g, b) or all_bands=True, not both")
         if self.rgb is None:
             return
         rgb = tuple(self.rgb) if isinstance(self.rgb, list | tuple) else None
@@ -89,13 +93,23 @@ def read_image(
     from the header, before decoding.
     """
     path = Path(path)
+    return _as_uint8(read_bands(path, bands, max_pixels, max_bytes), path)
+
+
+def read_bands(
+    path: str | Path,
+    bands: BandPolicy | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> np.ndarray:
+    """`read_image` before the value mapping: the policy's bands as (H, W, C) in the file's own
+    sample type (uint16 reflectance stays uint16), for normalising by band statistics."""
+    path = Path(path)
     _check_file(path)
     policy = bands or BandPolicy()
     if _is_tiff(path):
-        rgb = _read_tiff(path, policy, max_pixels, max_bytes)  # (H, W, 3)
-    else:
-        rgb = _select(_read_pillow(path, max_pixels, max_bytes), policy, path)  # (H, W, 3)
-    return _as_uint8(rgb, path)
+        return _read_tiff(path, policy, max_pixels, max_bytes)  # (H, W, C)
+    return _select(_read_pillow(path, max_pixels, max_bytes), policy, path)  # (H, W, C)
 
 
 def as_rgb(
@@ -103,11 +117,19 @@ def as_rgb(
 ) -> np.ndarray:
     """An (H, W) or (H, W, C) array of any band count and sample type -> (H, W, 3) uint8, by the
     band policy, exactly as `read_image` maps a file's bands; `source` names it in errors."""
+    return _as_uint8(select_bands(stack, bands, source), source)
+
+
+def select_bands(
+    stack: np.ndarray, bands: BandPolicy | None = None, source: str | Path = "array"
+) -> np.ndarray:
+    """`as_rgb` before the value mapping: the policy's bands of an (H, W) or (H, W, C) array,
+    (H, W, C) in its own sample type."""
     if not isinstance(stack, np.ndarray) or stack.ndim not in (2, 3):
         shape = getattr(stack, "shape", type(stack).__name__)
         raise ImageError(f"{source}: expected an (H, W) or (H, W, C) array, got {shape}")
     bands_hwc = stack[:, :, None] if stack.ndim == 2 else stack  # (H, W, C)
-    return _as_uint8(_select(bands_hwc, bands or BandPolicy(), source), source)
+    return _select(bands_hwc, bands or BandPolicy(), source)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -255,7 +277,7 @@ def _read_tiff(path: Path, policy: BandPolicy, max_pixels: int, max_bytes: int) 
             if layout is not None:
                 indices = _band_indices(policy, layout.n_bands, path)
                 layout = _fitting_level(path, series, layout, len(set(indices)), max_bytes)
-                stack = tiffbands.read_bands(layout, indices)  # (H, W, 3)
+                stack = tiffbands.read_bands(layout, indices)  # (H, W, C) chosen bands
             else:
                 itemsize = np.dtype(series.dtype).itemsize if series.dtype is not None else 1
                 needed = int(np.prod(shape, dtype=np.float64)) * itemsize
@@ -485,7 +507,9 @@ def _png16_colour(path: Path) -> np.ndarray | None:
     return combined  # (H, W, 3) uint16
 
 
-def _band_indices(policy: BandPolicy, n_bands: int, path: str | Path) -> tuple[int, int, int]:
+def _band_indices(policy: BandPolicy, n_bands: int, path: str | Path) -> tuple[int, ...]:
+    if policy.all_bands:
+        return tuple(range(n_bands))
     if policy.rgb is not None:
         if max(policy.rgb) >= n_bands:
             raise ImageError(
@@ -493,23 +517,22 @@ def _band_indices(policy: BandPolicy, n_bands: int, path: str | Path) -> tuple[i
                 f"image has {n_bands} band(s) (indices are 0-based)"
             )
         return policy.rgb
-    defaults = {1: (0, 0, 0), 3: (0, 1, 2), 4: (0, 1, 2), 12: SENTINEL2_RGB, 13: SENTINEL2_RGB}
-    if n_bands not in defaults:
+    if n_bands not in DEFAULT_RGB:
         raise ImageError(
             f"{path}: {n_bands} bands and no default RGB choice for that count; pass "
             "BandPolicy(rgb=(r, g, b)) with the 0-based indices of the red, green and blue bands"
         )
-    return defaults[n_bands]
+    return DEFAULT_RGB[n_bands]
 
 
 def _select(stack: np.ndarray, policy: BandPolicy, path: str | Path) -> np.ndarray:
-    """The policy's three bands of an (H, W, C) stack: a view when they are the first three."""
+    """The policy's bands of an (H, W, C) stack: a view when they are the first ones in order."""
     if stack.size == 0:
         raise ImageError(f"{path}: zero-size image (shape {stack.shape})")
     indices = _band_indices(policy, stack.shape[2], path)
-    if indices == (0, 1, 2):
-        return stack[:, :, :3]  # (H, W, 3) view
-    return stack[:, :, list(indices)]  # (H, W, 3)
+    if indices == tuple(range(len(indices))):
+        return stack[:, :, : len(indices)]  # (H, W, C') view
+    return stack[:, :, list(indices)]  # (H, W, C')
 
 
 def _as_uint8(rgb: np.ndarray, path: str | Path) -> np.ndarray:

@@ -12,7 +12,7 @@ _EXPORTS = {
     "count_parameters": "geostrata.model.modeling",
     "GeoStrataOutput": "geostrata.model.outputs",
     "RetrievedCues": "geostrata.model.outputs",
-    "ImageProcessor": "geostrata.model.processing",
+    "ImageProcessor": "geostrata.model.imaging",
     "GeoStrataProcessor": "geostrata.model.processing",
     "train_tokenizer": "geostrata.model.tokenizer",
     "MultiLevelFeatures": "geostrata.model.vision",

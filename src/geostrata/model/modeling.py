@@ -230,7 +230,7 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
 
     # ---- image path --------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> MultiLevelFeatures:
-        """(B, 3, S, S) -> tower features; cache these when the tower is frozen."""
+        """(B, C, S, S) -> tower features; cache these when the tower is frozen."""
         features = self.vision(pixel_values)
         if self.config.baseline != "llava":  # only the LLaVA projector reads the last layer
             features = dataclasses.replace(features, last=None)

@@ -1,8 +1,8 @@
 """GeoStrataProcessor: images + questions (+ answers) -> model-ready tensors.
 
-Images go through one path, `ImageProcessor`: decode -> band policy -> letterbox to S x S ->
-normalise. Training (the image store caches its uint8 square stage), evaluation, the feature
-cache, predict, chat and the app all call it, so a model sees the same pixels everywhere.
+Images go through one path, `ImageProcessor` (imaging.py): decode -> bands -> letterbox to S x S
+-> normalise. Training (the image store caches its square stage), evaluation, the feature cache,
+predict, chat, the app and the API all call it, so a model sees the same pixels everywhere.
 
 The prompt holds ONE `<image>` placeholder, expanded here to `num_image_tokens` image ids so the
 model can splice its image tokens in place. Without answers the batch is left-padded (generation
@@ -22,11 +22,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from geostrata.atomic import write_text_atomic
-from geostrata.data.images import DEFAULT_MAX_PIXELS, as_rgb, read_image
-from geostrata.errors import CheckpointError, ConfigError, ImageError, InputError
+from geostrata.errors import CheckpointError, GeoStrataError, InputError
+from geostrata.model.imaging import (  # noqa: F401 - load_image, letterbox: re-exported
+    BandInput,
+    ImageInput,
+    ImageProcessor,
+    letterbox,
+    load_image,
+)
 from geostrata.textio import read_json
 
 PROMPT_TEMPLATE = "USER: <image> {question} ASSISTANT:"
@@ -39,84 +44,6 @@ def followup_template(prompt_template: str) -> str:
     space ("USER: <image> {question} ASSISTANT:" -> " USER: {question} ASSISTANT:")."""
     return " " + re.sub(r"\s*<image>\s*", " ", prompt_template).strip()
 CONFIG_NAME = "processor_config.json"
-
-ImageInput = str | Path | np.ndarray  # a file, or an (H, W) / (H, W, C) array of any dtype
-
-
-def load_image(image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """A file path (`read_image`) or an array (`as_rgb`) -> (H, W, 3) uint8 by the band policy.
-
-    An (H, W, 3) uint8 array is RGB already and comes back unchanged, so an image decoded once
-    (the app checks an upload by decoding it) gives the same pixels when decoded again.
-    """
-    if isinstance(image, str | Path):
-        return read_image(image, max_pixels=max_pixels)
-    return as_rgb(image)
-
-
-def letterbox(image: np.ndarray, size: int, fill: tuple[int, int, int]) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8: the longer side resized to `size` (bicubic),
-    the shorter one padded evenly with `fill`.
-
-    Padding, not cropping or squashing: a crop drops edge content a question may be about
-    (counts, presence), squashing distorts shapes and ground scale; square tiles, the usual RS
-    case, are only resized.
-    """
-    height, width = image.shape[:2]
-    scale = size / max(height, width)
-    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-    if (new_h, new_w) != (height, width):
-        resized = Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BICUBIC)
-        image = np.asarray(resized)  # (new_h, new_w, 3)
-    out = np.empty((size, size, 3), dtype=np.uint8)
-    out[:] = fill
-    top, left = (size - new_h) // 2, (size - new_w) // 2
-    out[top : top + new_h, left : left + new_w] = image
-    return out  # (size, size, 3)
-
-
-class ImageProcessor:
-    """The one image path: decode -> band policy -> letterbox to S x S -> normalise."""
-
-    def __init__(
-        self,
-        image_size: int,
-        mean: Sequence[float] = (0.5, 0.5, 0.5),
-        std: Sequence[float] = (0.5, 0.5, 0.5),
-    ) -> None:
-        if type(image_size) is not int or image_size <= 0:
-            raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
-        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ConfigError(f"mean and std need 3 values each, std > 0; got {mean}, {std}")
-        self.image_size = image_size
-        self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
-        self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
-        # Padding in the mean colour normalises to ~0: no signal for the tower.
-        self.fill = tuple(round(255 * float(m)) for m in mean)
-
-    def square(self, image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-        """Path or array -> (S, S, 3) uint8, the stage the image store caches."""
-        return letterbox(load_image(image, max_pixels), self.image_size, self.fill)
-
-    def normalize(self, square: np.ndarray) -> np.ndarray:
-        """(S, S, 3) uint8 from `square` -> (3, S, S) float32."""
-        size = self.image_size
-        if square.shape != (size, size, 3) or square.dtype != np.uint8:
-            raise ImageError(
-                f"expected a ({size}, {size}, 3) uint8 square from ImageProcessor.square, "
-                f"got {square.shape} {square.dtype}"
-            )
-        x = square.transpose(2, 0, 1).astype(np.float32) / 255.0  # (3, S, S)
-        return (x - self.mean) / self.std
-
-    def pixel_values(self, squares: Sequence[np.ndarray]) -> torch.Tensor:
-        """B squares -> (B, 3, S, S) float32 model input."""
-        return torch.from_numpy(np.stack([self.normalize(s) for s in squares]))
-
-    def __call__(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Paths or arrays -> (B, 3, S, S) pixel_values."""
-        return self.pixel_values([self.square(image) for image in images])
-
 
 @dataclass(frozen=True)
 class CueSlots:
@@ -177,6 +104,7 @@ class GeoStrataProcessor:
         cue_slots: CueSlots | None = None,
         turn_template: str | None = None,
         max_history_tokens: int = MAX_HISTORY_TOKENS,
+        bands: BandInput | None = None,
     ) -> None:
         if prompt_template.count("<image>") != 1 or "{question}" not in prompt_template:
             raise InputError(
@@ -186,7 +114,7 @@ class GeoStrataProcessor:
         if "<image>" in turn_template or "{question}" not in turn_template:
             raise InputError(f"turn_template {turn_template!r}: needs {{question}}, no <image>")
         self.tokenizer = tokenizer
-        self.image_processor = ImageProcessor(image_size, mean, std)
+        self.image_processor = ImageProcessor(image_size, mean, std, bands)
         self.num_image_tokens = num_image_tokens
         self.question_encoder = question_encoder
         self.prompt_template = prompt_template
@@ -339,7 +267,7 @@ class GeoStrataProcessor:
             shifts = [batch["input_ids"].shape[1] - len(r) if answers is None else 0 for r in rows]
             batch["cue_mask"] = _slot_mask(batch["input_ids"].shape, slots, shifts)
         if images is not None:
-            batch["pixel_values"] = self.image_processor(images)  # (B, 3, S, S)
+            batch["pixel_values"] = self.image_processor(images)  # (B, C, S, S)
         if self.question_encoder is not None:
             emb = np.asarray(self.question_encoder(list(questions)), dtype=np.float32)  # (B, Dk)
             batch["question_embeds"] = torch.from_numpy(emb)
@@ -359,6 +287,7 @@ class GeoStrataProcessor:
             "turn_template": self.turn_template,
             "max_history_tokens": self.max_history_tokens,
             "cue_slots": dataclasses.asdict(self.cue_slots),
+            "bands": self.image_processor.bands.to_dict(),
         }
         write_text_atomic(directory / CONFIG_NAME, json.dumps(cfg, indent=2))
 
@@ -385,8 +314,9 @@ class GeoStrataProcessor:
                 _cue_slots(cfg.get("cue_slots")),
                 cfg.get("turn_template"),
                 cfg.get("max_history_tokens", MAX_HISTORY_TOKENS),
+                BandInput.from_dict(cfg.get("bands")),
             )
-        except (KeyError, TypeError, ValueError, AttributeError, InputError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, GeoStrataError) as exc:
             raise CheckpointError(f"{path}: not a valid processor config ({exc!r})") from exc
 
 

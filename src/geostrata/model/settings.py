@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from geostrata.bands import DEFAULT_RGB
 from geostrata.errors import ConfigError
 from geostrata.levels import VISUAL_LEVELS
 from geostrata.textio import check_known_keys
@@ -27,6 +28,8 @@ from geostrata.textio import check_known_keys
 BASELINES: tuple[str, ...] = ("none", "llava")
 TOWERS: tuple[str, ...] = ("hf", "effnet_lite0", "geoembed_resnet18")
 TORCH_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+BAND_NORMS: tuple[str, ...] = ("auto", "stats", "stretch")
+MAX_BANDS = 64  # input bands (hyperspectral cubes beyond this want a learned reduction first)
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 SUBCONFIGS: tuple[str, ...] = ("vision_config", "text_config")  # HF configs, passed as mappings
@@ -165,11 +168,36 @@ class VisionLevelsConfig:
     object_layer: int = -3  # shallower layer, patch tokens
     object_max_tokens: int | None = None  # pool object tokens down to this many (None: keep all)
     freeze_vision: bool = True
+    # Bands the model takes: 3 = R, G, B by the band policy; any other count = every band of the
+    # image, mapped to the tower's 3 channels by the band adapter (model/bands.py), a learned 1x1
+    # conv that starts by passing rgb_bands through. rgb_bands: 0-based indices of the red, green
+    # and blue bands in the images (None: by band count, geostrata/bands.py).
+    in_bands: int = 3
+    rgb_bands: list[int] | None = None
+    # "auto": 8-bit RGB data as x / 255 with image_mean / image_std, anything else (non-8-bit,
+    # in_bands != 3) by per-band statistics of the training images; "stats": always by them;
+    # "stretch": a per-image 2-98 percentile stretch to 8 bits (the behaviour before band stats)
+    band_norm: str = "auto"
 
     def __post_init__(self) -> None:
         check_types(self)
         _require(self.vision_tower in TOWERS, "vision_tower", self.vision_tower,
                  f"expected one of {TOWERS}")
+        _require(1 <= self.in_bands <= MAX_BANDS, "in_bands", self.in_bands,
+                 f"expected 1 to {MAX_BANDS} bands")
+        _require(self.band_norm in BAND_NORMS, "band_norm", self.band_norm,
+                 f"expected one of {BAND_NORMS}")
+        _require(self.band_norm != "stretch" or self.in_bands == 3, "band_norm", self.band_norm,
+                 "the per-image stretch is for 3-band (RGB) input; use 'stats' or 'auto'")
+        if self.rgb_bands is not None:
+            rgb, top = self.rgb_bands, None if self.in_bands == 3 else self.in_bands
+            ok = len(rgb) == 3 and all(0 <= b and (top is None or b < top) for b in rgb)
+            _require(ok, "rgb_bands", rgb, "expected three 0-based band indices"
+                     + ("" if top is None else f" below in_bands={top}"))
+        else:
+            _require(self.in_bands == 3 or self.in_bands in DEFAULT_RGB, "in_bands",
+                     self.in_bands, "no default red, green and blue for that band count: set "
+                     "rgb_bands to their 0-based indices")
         ok = self.object_max_tokens is None or self.object_max_tokens >= 1
         _require(ok, "object_max_tokens", self.object_max_tokens, "must be >= 1 or null")
         if self.vision_tower == "hf":
@@ -179,6 +207,10 @@ class VisionLevelsConfig:
                 idx = getattr(self, name)
                 _require(-n_states <= idx < n_states, name, idx,
                          f"tower has {n_states} hidden states")
+
+    def adapter_rgb(self) -> tuple[int, int, int]:
+        """The bands the band adapter starts by passing through as R, G, B."""
+        return tuple(self.rgb_bands) if self.rgb_bands is not None else DEFAULT_RGB[self.in_bands]
 
 
 @dataclass(kw_only=True)

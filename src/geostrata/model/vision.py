@@ -4,7 +4,8 @@ Remote-sensing semantics span scales, so each level reads the layer whose recept
 scene = a deep layer pooled globally, region = a middle layer pooled to a GxG grid, object = a
 shallower layer's patch tokens. With the EfficientNet tower the pyramid strides 32/16/8 play the
 same roles, with the GeoEmbed ResNet-18 its layer4/layer3/layer2 (geoembed.py says why). The
-tower is frozen by default (no grad, eval mode) so its features can be cached.
+tower is frozen by default (no grad, eval mode) so its features can be cached. With `in_bands` != 3
+a band adapter (bands.py) maps the C input bands to the tower's three channels, for every tower.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 
 from geostrata.errors import CheckpointError, ConfigError
 from geostrata.levels import VISUAL_LEVELS
+from geostrata.model.bands import BandAdapter
 from geostrata.model.effnet import PYRAMID_CHANNELS, EfficientNetLite0, load_packaged_weights
 from geostrata.model.geoembed import LEVEL_CHANNELS, GeoEmbedResNet18, load_geoembed_weights
 from geostrata.model.settings import VisionLevelsConfig
@@ -182,6 +184,9 @@ class MultiLevelVisionEncoder(nn.Module):
             self.last_dim = width
         if config.freeze_vision:
             self.tower.requires_grad_(False)
+        self.band_adapter = (
+            BandAdapter(config.in_bands, config.adapter_rgb()) if config.in_bands != 3 else None
+        )  # trains even in front of a frozen tower
 
     @staticmethod
     def _build_hf_tower(config: VisionLevelsConfig) -> nn.Module:
@@ -232,14 +237,23 @@ class MultiLevelVisionEncoder(nn.Module):
         return self
 
     def forward(self, pixel_values: torch.Tensor) -> MultiLevelFeatures:
-        """(B, 3, S, S) -> MultiLevelFeatures."""
+        """(B, C, S, S) -> MultiLevelFeatures (C = in_bands; 3 without a band adapter)."""
         pixel_values = pixel_values.to(next(self.tower.parameters()).dtype)  # e.g. a bf16 tower
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision):
+        if self.band_adapter is not None:
+            pixel_values = self.band_adapter(pixel_values)  # (B, 3, S, S)
+        # a frozen tower still passes gradients back to a band adapter that learns
+        through = not self.config.freeze_vision or self.adapter_trains
+        with torch.set_grad_enabled(torch.is_grad_enabled() and through):
             if self.config.vision_tower == "effnet_lite0":
                 return self._effnet_levels(pixel_values)
             if self.config.vision_tower == "geoembed_resnet18":
                 return self._map_levels(self.tower.level_maps(pixel_values))
             return self._hf_levels(pixel_values)
+
+    @property
+    def adapter_trains(self) -> bool:
+        adapter = self.band_adapter
+        return adapter is not None and any(p.requires_grad for p in adapter.parameters())
 
     def _hf_levels(self, pixel_values: torch.Tensor) -> MultiLevelFeatures:
         out = self.tower(pixel_values=pixel_values, output_hidden_states=True)

@@ -19,7 +19,8 @@ _EXPORTS = {
     "scene_answer": "geostrata.session.samples",
     "TrainConfig": "geostrata.session.train_config",
     **{name: _SESSION for name in (
-        "CONFIG_FILE", "MODEL_DIR", "PROCESSOR_DIR", "LoadedModel", "Session", "load_knowledge",
+        "CONFIG_FILE", "MODEL_DIR", "PROCESSOR_DIR", "LoadedModel", "Session", "cache_features",
+        "load_knowledge",
         "load_model", "open_session", "prepare", "save_session",
     )},
 }

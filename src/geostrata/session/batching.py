@@ -25,8 +25,9 @@ DEFAULT_IMAGE_CACHE_BYTES = 2 * 2**30
 
 
 class ImageStore:
-    """The processor's (S, S, 3) uint8 squares per path, kept while they fit ``max_bytes`` (least
-    recently used dropped beyond); only caches, never resizes itself."""
+    """The processor's squares per path ((S, S, 3) uint8, or (S, S, C) float32 bands), kept
+    while they fit ``max_bytes`` (least recently used dropped beyond); only caches, never resizes
+    itself."""
 
     def __init__(
         self, processor: ImageProcessor, max_bytes: int = DEFAULT_IMAGE_CACHE_BYTES
@@ -40,7 +41,7 @@ class ImageStore:
         if image is not None:
             self._images.move_to_end(path)
             return image
-        image = self.processor.square(path)  # (S, S, 3) uint8
+        image = self.processor.square(path)  # (S, S, C)
         if image.nbytes <= self.max_bytes:
             self._images[path] = image
             self.nbytes += image.nbytes
@@ -50,7 +51,7 @@ class ImageStore:
         return image
 
     def pixel_values(self, paths: Sequence[str]) -> torch.Tensor:
-        """(B, 3, S, S) model input for `paths`, as the processor makes it from the files."""
+        """(B, C, S, S) model input for `paths`, as the processor makes it from the files."""
         return self.processor.pixel_values([self.get(path) for path in paths])
 
     def __len__(self) -> int:
@@ -88,7 +89,7 @@ class FeatureCache:
             for chunk in track(
                 chunks, description="Caching tower features", disable=not show_progress
             ):
-                pixels = self.images.pixel_values(chunk)  # (b, 3, S, S)
+                pixels = self.images.pixel_values(chunk)  # (b, C, S, S)
                 part = self.model.encode_images(pixels.to(device)).to("cpu")
                 self._parts.append(part)
                 self.nbytes += part.nbytes
@@ -137,7 +138,7 @@ class VQACollator:
         if self.features is not None:
             batch["features"] = self.features.get(paths)
         else:
-            batch["pixel_values"] = self.images.pixel_values(paths)  # (B, 3, S, S)
+            batch["pixel_values"] = self.images.pixel_values(paths)  # (B, C, S, S)
         if self.targets is not None:
             batch["align_targets"] = self.targets([self.truths.get(p, Truth()) for p in paths])
         if self.with_answers:

@@ -116,6 +116,7 @@ def check_processor_matches(processor: Any, model_cfg: Any, path: Path) -> None:
     image-token count, the same `<image>` id, and no token id beyond the LLM's vocabulary."""
     wanted = {
         "image_size": (processor.image_processor.image_size, model_cfg.image_size),
+        "in_bands": (processor.image_processor.in_bands, model_cfg.in_bands),
         "num_image_tokens": (processor.num_image_tokens, model_cfg.num_image_tokens),
         "image_token_id": (processor.image_token_id, model_cfg.image_token_id),
     }
@@ -153,9 +154,13 @@ def attach_knowledge(model: Any, processor: Any, knowledge: Any) -> None:
     model.attach_knowledge(knowledge, processor.cue_vocabulary(names) if levels else None)
 
 
-def build_processor(cfg: ExperimentConfig, task: TaskData, knowledge: Any, model_cfg: Any) -> Any:
-    """Tokenizer (the pretrained LLM's own, or one trained locally on the run's text) + images."""
+def build_processor(
+    cfg: ExperimentConfig, task: TaskData, knowledge: Any, model_cfg: Any, show_progress: bool
+) -> Any:
+    """Tokenizer (the pretrained LLM's own, or one trained locally on the run's text) + images
+    (their band input: the 8-bit path, or band statistics measured on the training images)."""
     from geostrata.model import GeoStrataProcessor, train_tokenizer
+    from geostrata.model.imaging import fit_band_input
     from geostrata.model.pretrained import chat_turn_template, prompt_template_for
     from geostrata.model.processing import PROMPT_TEMPLATE, CueSlots
 
@@ -168,6 +173,10 @@ def build_processor(cfg: ExperimentConfig, task: TaskData, knowledge: Any, model
         corpus = task.corpus() + [e.name for e in knowledge.entries]
         pointers = CueSlots.from_config(model_cfg).pointer_tokens
         tokenizer = train_tokenizer(corpus, vocab_size=cfg.tokenizer_vocab, extra_tokens=pointers)
+    paths = [r["image_path"] for r in task.train]
+    bands = fit_band_input(
+        model_cfg.in_bands, model_cfg.rgb_bands, model_cfg.band_norm, paths, show_progress
+    )
     return GeoStrataProcessor(
         tokenizer,
         image_size=model_cfg.image_size,
@@ -178,6 +187,7 @@ def build_processor(cfg: ExperimentConfig, task: TaskData, knowledge: Any, model
         prompt_template=template,
         cue_slots=CueSlots.from_config(model_cfg),
         turn_template=turn_template,
+        bands=bands,
     )
 
 
@@ -213,7 +223,8 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
             out / PROCESSOR_DIR, question_encoder=knowledge.encode_text
         )
     else:
-        processor = build_processor(cfg, task, knowledge, model_cfg)  # deterministic on every rank
+        # deterministic on every rank (band statistics too: the same images, in the same order)
+        processor = build_processor(cfg, task, knowledge, model_cfg, show_progress)
         if is_main_process():  # whole or absent: a kill mid-save must not block a fresh start
             with staged_dir(out / PROCESSOR_DIR) as tmp:
                 processor.save_pretrained(tmp)
@@ -240,6 +251,16 @@ def _caches(
     images = ImageStore(processor.image_processor, int(cfg.image_cache_gib * 2**30))
     features = _feature_cache(model, images, task, show_progress, cfg.feature_cache_gib)
     return images, features
+
+
+def cache_features(session: Session, show_progress: bool = True) -> None:
+    """Cache the tower's features now if the session has none and the tower can no longer
+    change (e.g. stage 2 after the band adapter in front of a frozen tower trained in stage 1)."""
+    if session.features is None:
+        budget = session.cfg.feature_cache_gib
+        session.features = _feature_cache(
+            session.model, session.images, session.task, show_progress, budget
+        )
 
 
 def _feature_cache(

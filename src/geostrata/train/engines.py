@@ -368,6 +368,15 @@ def zero_stage(acc: Accelerator) -> int:
     return int(acc.deepspeed_config.get("zero_optimization", {}).get("stage", 0))
 
 
+def is_sharded(model: torch.nn.Module) -> bool:
+    """True when FSDP2 or DeepSpeed ZeRO-3 holds only a shard of the model on each process."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(model, FSDPModule):
+        return True
+    return any(hasattr(p, "ds_id") for p in model.parameters())  # DeepSpeed tags ZeRO-3 so
+
+
 def gather_full_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     """Every weight and buffer of a model that FSDP2 or DeepSpeed ZeRO-3 shards over processes,
     whole, on the main process's CPU (others get ``{}``); None when the model is not sharded
@@ -381,9 +390,9 @@ def gather_full_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         full = get_model_state_dict(model, options=options)
         return full if main else {}
-    params = list(model.parameters())
-    if not any(hasattr(p, "ds_id") for p in params):  # DeepSpeed tags ZeRO-3 partitions so
+    if not is_sharded(model):
         return None
+    params = list(model.parameters())
     import deepspeed
 
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None):

@@ -18,11 +18,12 @@ from geostrata.session import (
     MODEL_DIR,
     ExperimentConfig,
     Session,
+    cache_features,
     open_session,
     prepare,
     save_session,
 )
-from geostrata.train.engines import gather_full_state
+from geostrata.train.engines import gather_full_state, is_sharded
 from geostrata.train.loop import TrainResult, train
 from geostrata.train.stages import stage_parameters, trainable_names
 
@@ -45,6 +46,8 @@ def run_experiment(
     stages: dict[str, TrainResult] = {}
     for stage in ("stage1", "stage2"):
         params = stage_parameters(session.model, stage, allowed)
+        if stage == "stage2" and _vision_trained(allowed) and not is_sharded(session.model):
+            cache_features(session, show_progress)  # e.g. a band adapter settled in stage 1
         stages[stage] = train(
             session.model,
             session.task.train,
@@ -67,3 +70,7 @@ def run_experiment(
     return ExperimentResult(session, stages, path)
 
 
+def _vision_trained(allowed: set[str]) -> bool:
+    """Some vision parameter could train when the model was built (its features were not
+    cached then; they may be now that stage 2 leaves them frozen)."""
+    return any(name.startswith("vision.") for name in allowed)

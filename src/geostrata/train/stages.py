@@ -4,12 +4,16 @@ Stage 1 (alignment): the Semantic Augmentation Module, the projectors into the L
 alignment heads learn while the LLM stays frozen. Stage 2 (instruction tuning): the semantic
 experts, the fusion and the LLM (all of it, or its LoRA adapters) join. The vision tower trains
 only where its config leaves it trainable (a random-init tower), never when frozen (pretrained).
+The band adapter in front of it (in_bands != 3) trains in stage 1, and in stage 2 only with a
+tower that trains: in front of a frozen tower it is settled by then, and the tower's features
+can be cached for stage 2.
 """
 
 from __future__ import annotations
 
 import torch
 
+TOWER, BAND_ADAPTER = "vision.tower.", "vision.band_adapter."
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "stage1": ("vision", "augmentation", "fusion", "projector", "default_question"),
     "stage2": (
@@ -36,9 +40,12 @@ def stage_parameters(
         raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(STAGE_MODULES)}")
     allowed = allowed if allowed is not None else trainable_names(model)
     prefixes = STAGE_MODULES[stage]
+    adapter_too = stage == "stage1" or any(n.startswith(TOWER) for n in allowed)
 
     def wanted(name: str) -> bool:
         name = plain_name(name)
+        if name.startswith(BAND_ADAPTER) and not adapter_too:
+            return False
         return name in allowed and name.split(".")[0] in prefixes
 
     chosen = [p for name, p in model.named_parameters() if wanted(name)]
