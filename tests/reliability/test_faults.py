@@ -126,12 +126,16 @@ class _Saver:
 def test_model_folder_save_is_atomic(tmp_path):
     """Killed mid-save: the previous model folder stays whole, none is half-written."""
     cfg = SimpleNamespace(output_dir=str(tmp_path), save=lambda p: Path(p).write_text("cfg"))
-    good = SimpleNamespace(cfg=cfg, model=_Saver("model.safetensors"), processor=_Saver("tok"))
+    good = SimpleNamespace(
+        cfg=cfg, model=_Saver("model.safetensors"), processor=_Saver("tok"), added=None
+    )
     folder = save_session(good)
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["experiment.yaml", "model.safetensors", "tok"]
     (folder / "model.safetensors").write_text("old")
-    bad = SimpleNamespace(cfg=cfg, model=_Saver("model.safetensors"), processor=_Saver("tok", True))
+    bad = SimpleNamespace(
+        cfg=cfg, model=_Saver("model.safetensors"), processor=_Saver("tok", True), added=None
+    )
     with pytest.raises(KeyboardInterrupt):
         save_session(bad)
     assert (folder / "model.safetensors").read_text() == "old"

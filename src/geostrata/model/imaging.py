@@ -80,15 +80,11 @@ def letterbox_bands(image: np.ndarray, size: int, fill: Sequence[float]) -> np.n
     height, width, bands = image.shape
     new_h, new_w = _fitted(height, width, size)
     if (new_h, new_w) != (height, width):
-        image = np.stack(
-            [
-                np.asarray(Image.fromarray(image[:, :, b], mode="F").resize(
-                    (new_w, new_h), Image.Resampling.BICUBIC
-                ))
-                for b in range(bands)
-            ],
-            axis=-1,
-        )  # (new_h, new_w, C)
+        bicubic = Image.Resampling.BICUBIC
+        resized = [
+            Image.fromarray(image[:, :, b]).resize((new_w, new_h), bicubic) for b in range(bands)
+        ]
+        image = np.stack([np.asarray(band) for band in resized], axis=-1)  # (new_h, new_w, C)
     out = np.empty((size, size, bands), dtype=np.float32)
     out[:] = np.asarray(fill, dtype=np.float32)
     top, left = (size - new_h) // 2, (size - new_w) // 2
