@@ -84,17 +84,13 @@ class SceneFolderDataset(ImageRecords, Dataset[Sample]):
         if skipped:
             logger.warning(
                 "%s: skipped %d hidden, non-image or nested entries (e.g. %s)",
-                self.class_root,
-                len(skipped),
-                ", ".join(skipped[:WARN_EXAMPLES]),
+                self.class_root, len(skipped), ", ".join(skipped[:WARN_EXAMPLES]),
             )
         if empty and images:
             logger.warning(
                 "%d class folder(s) hold no image files with extensions %s, so their classes "
                 "get no samples: %s",
-                len(empty),
-                self.extensions,
-                ", ".join(empty[:WARN_EXAMPLES])
+                len(empty), self.extensions, ", ".join(empty[:WARN_EXAMPLES])
                 + (f" and {len(empty) - WARN_EXAMPLES} more" if len(empty) > WARN_EXAMPLES else ""),
             )
         if not images:
