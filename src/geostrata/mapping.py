@@ -3,8 +3,9 @@ overlay of the classes on a preview of the scene (`geostrata map`, docs/geo.md).
 
 Tiles are read window by window (`geostrata.data.raster`) and classified in batches through
 `geostrata.inference.classify`, the path `predict` takes for its class scores: each tile goes
-through the processor's one image path (band policy, stretch, letterbox), so a tile is seen as
-a chip of the same size cut from the scene (`geostrata data chips`) would be in training.
+through the processor's one image path (band policy, or every band for a multispectral model;
+band statistics or stretch; letterbox), so a tile is seen as a chip of the same size cut from the
+scene (`geostrata data chips`) would be in training.
 Memory is one batch of tiles, the preview and a few hundred bytes of result per tile, whatever
 the scene's size. Tiles mostly nodata or mostly under the cloud mask are skipped, not guessed.
 """
@@ -132,7 +133,7 @@ def map_scene(
     start, out = time.perf_counter(), Path(out)
     with raster_env(), open_raster(scene) as src:
         require_crs(src)
-        indexes = band_indexes(src, settings.bands)
+        indexes, rgb = scene_bands(src, loaded, settings)
         windows = tile_windows(src.width, src.height, settings.tile, settings.overlap)
         masking = (
             cloud_mask(settings.cloud_mask, src, settings.cloud_values)
@@ -143,7 +144,7 @@ def map_scene(
             results, skipped = _classify_tiles(
                 loaded, src, windows, indexes, clouds, classes, settings, show_progress
             )
-        preview = read_preview(src, indexes, settings.preview_side)
+        preview = read_preview(src, rgb, settings.preview_side)
         crs, transform = src.crs, src.transform
     features = [tile_feature(i, r, transform, settings.top_cues) for i, r in enumerate(results)]
     if settings.to_wgs84:
@@ -167,6 +168,20 @@ def map_scene(
     return MapSummary(
         geojson, overlay, len(windows), len(results), dict(skipped), dict(counts), seconds
     )
+
+
+def scene_bands(
+    src: Any, loaded: LoadedModel, settings: MapSettings
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(the 1-based bands each tile gives the model, the R, G, B bands of the preview): a model
+    taking `in_bands` != 3 gets every band (its image processor checks the count); an RGB model
+    the bands of `settings.bands`, else of its own band policy."""
+    images = loaded.processor.image_processor
+    if images.in_bands == 3:
+        rgb = band_indexes(src, settings.bands or images.bands.policy)
+        return rgb, rgb
+    preview = band_indexes(src, settings.bands or BandPolicy(rgb=images.bands.rgb))
+    return tuple(range(1, src.count + 1)), preview
 
 
 def _classify_tiles(

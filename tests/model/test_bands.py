@@ -1,6 +1,7 @@
 """All bands reach the model (issue #17, item 6): the band adapter in front of every tower, band
 statistics instead of the per-image stretch, the same path in training, saving and predict."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +177,18 @@ def test_8bit_rgb_keeps_its_path_and_band_input_round_trips(tmp_path):
     bands = fit_band_input(4, [2, 1, 0], "auto", [_tiff(tmp_path / "b.tif", _chip(9, 4, 0))])
     assert BandInput.from_dict(bands.to_dict()) == bands and bands.rgb == (2, 1, 0)
     assert BandInput.from_dict(None) == BandInput()  # processor folders saved before bands
+
+
+def test_a_multiband_model_maps_a_scene_with_every_band(tmp_path, make_config, tokenizer):
+    from geostrata.mapping import MapSettings, map_scene
+    from tests.geo.fixtures import write_scene
+
+    scene = write_scene(tmp_path / "scene.tif", width=96, height=64, count=4, nodata_cols=0)
+    chips = [_tiff(tmp_path / f"{i}.tif", _chip(500 + 400 * i, 4, i)) for i in range(2)]
+    kb = KnowledgeBase.load(encoder=HashingEncoder(DIM), cache_dir=tmp_path / "kb")
+    _saved(tmp_path / "model", make_config, tokenizer, kb, 4, chips)
+    loaded = load_model(tmp_path / "model", knowledge=kb)
+    settings = MapSettings(tile=32, preview_side=48)
+    summary = map_scene(loaded, scene, tmp_path / "out", ["forest", "river"], settings, False)
+    collection = json.loads(summary.geojson.read_text(encoding="utf-8"))
+    assert collection["bands"] == [1, 2, 3, 4] and summary.classified == 6
