@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "overlay": 7,
     "mapping": 7,
     "demo": 8,
+    "scene_study": 8,
     "ablate": 9,
     "chat": 10,
     "app": 11,

@@ -10,6 +10,7 @@ GeoJSON written here carries that CRS in a "crs" member (docs/geo.md).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,13 +21,20 @@ import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioError
-from rasterio.transform import Affine
+from rasterio.transform import Affine, from_origin
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds, transform_geom
 from rasterio.windows import Window
 
+from geostrata.atomic import temp_path
 from geostrata.data.images import BandPolicy, rgb_indices, stretch_to_uint8
-from geostrata.errors import DatasetNotFoundError, GeoStrataError, ImageError
+from geostrata.errors import (
+    ConfigError,
+    DatasetNotFoundError,
+    GeoStrataError,
+    ImageError,
+    InputError,
+)
 
 GDAL_CACHE_BYTES = 256 * 2**20  # GDAL's block cache; its default is 5% of the machine's RAM
 WGS84 = "EPSG:4326"
@@ -259,3 +267,137 @@ def overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
 
 def bounds_text(box: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:.1f}" for v in box) + ")"
+
+
+# ---- stacking ----------------------------------------------------------------------------------
+STACK_ROWS = 512  # output rows written at a time by `stack_bands`
+
+
+def stack_bands(
+    paths: Sequence[str | Path],
+    out: str | Path,
+    resolution: float | None = None,
+    names: Sequence[str] | None = None,
+    resampling: str = "bilinear",
+    bounds: Sequence[float] | None = None,
+) -> Path:
+    """One GeoTIFF of every band of `paths`, in order, on one grid, for commands that take one
+    raster (`map`, `data chips`): e.g. a Sentinel-2 product's B01..B12 files, 10, 20 and 60 m.
+
+    The grid: the first file's CRS and extent (or `bounds`, (left, bottom, right, top) in that
+    CRS, for a part of the scene) at `resolution` map units a pixel (None: the finest of the
+    inputs); every band is warped onto it by GDAL (`resampling`, a rasterio Resampling
+    name; any input CRS). The sample type is one that holds every input's; nodata is the
+    inputs' when they all agree, else none. Band descriptions: `names`, else the inputs' own,
+    else the file name (with ":k" for a multi-band file). Tiled, deflate with the integer
+    predictor; written STACK_ROWS rows at a time (memory: that strip of every band) into a temp
+    file renamed into place (`out` appears whole or not at all)."""
+    if not paths:
+        raise InputError("stack_bands needs at least one raster")
+    if resolution is not None and not resolution > 0:
+        raise ConfigError(f"stack resolution must be > 0 map units, got {resolution!r}")
+    try:
+        method = Resampling[resampling]
+    except KeyError as exc:
+        choices = ", ".join(r.name for r in Resampling)
+        raise ConfigError(f"resampling {resampling!r}: expected one of {choices}") from exc
+    out = Path(out)
+    with raster_env(), _open_all(paths) as sources:
+        for src in sources:
+            require_crs(src)
+        first = sources[0]
+        res = resolution or min(min(abs(v) for v in src.res) for src in sources)
+        left, bottom, right, top = first.bounds if bounds is None else bounds
+        if not (left < right and bottom < top):
+            raise ConfigError(f"stack bounds {bounds_text((left, bottom, right, top))}: empty")
+        width = max(1, round((right - left) / res))
+        height = max(1, round((top - bottom) / res))
+        grid = {
+            "crs": first.crs,
+            "transform": from_origin(left, top, res, res),
+            "width": width,
+            "height": height,
+        }
+        descriptions = _stack_names(sources, names)
+        dtype = np.result_type(*(d for src in sources for d in src.dtypes))
+        nodatas = {v for src in sources for v in src.nodatavals}
+        nodata = nodatas.pop() if len(nodatas) == 1 else None
+        profile = {
+            "driver": "GTiff",
+            "count": len(descriptions),
+            "dtype": dtype.name,
+            "nodata": nodata,
+            "tiled": True,
+            "blockxsize": 256,
+            "blockysize": 256,
+            "compress": "deflate",
+            "interleave": "band",  # reading 3 of 13 bands decodes those 3 only
+            **grid,
+        }
+        if np.issubdtype(dtype, np.integer):
+            profile["predictor"] = 2
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path(out)
+        try:
+            with rasterio.open(tmp, "w", **profile) as dst:
+                _write_stack(dst, sources, grid, method, dtype)
+                for band, description in enumerate(descriptions, start=1):
+                    dst.set_band_description(band, description)
+            _fsync(tmp)
+            os.replace(tmp, out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    return out
+
+
+@contextmanager
+def _open_all(paths: Sequence[str | Path]) -> Iterator[list[Any]]:
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        yield [stack.enter_context(open_raster(p)) for p in paths]
+
+
+def _stack_names(sources: list[Any], names: Sequence[str] | None) -> list[str]:
+    count = sum(src.count for src in sources)
+    if names is not None:
+        if len(names) != count:
+            raise InputError(f"{len(names)} band names for {count} bands")
+        return [str(n) for n in names]
+    out = []
+    for src in sources:
+        stem = Path(src.name).stem
+        for k, description in enumerate(src.descriptions, start=1):
+            out.append(description or (stem if src.count == 1 else f"{stem}:{k}"))
+    return out
+
+
+def _write_stack(
+    dst: Any, sources: list[Any], grid: dict[str, Any], method: Resampling, dtype: np.dtype
+) -> None:
+    """Every band of `sources` warped onto `grid`, a strip of STACK_ROWS rows at a time."""
+    vrts = [
+        WarpedVRT(src, resampling=method, **grid)
+        if (src.crs, src.transform, src.shape)
+        != (grid["crs"], grid["transform"], (grid["height"], grid["width"]))
+        else src
+        for src in sources
+    ]
+    try:
+        for row in range(0, grid["height"], STACK_ROWS):
+            window = Window(0, row, grid["width"], min(STACK_ROWS, grid["height"] - row))
+            strip = np.concatenate([vrt.read(window=window).astype(dtype) for vrt in vrts])
+            dst.write(strip, window=window)  # (C, h, W): each block compressed once
+    finally:
+        for vrt, src in zip(vrts, sources, strict=True):
+            if vrt is not src:
+                vrt.close()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

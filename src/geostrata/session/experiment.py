@@ -101,6 +101,11 @@ class ExperimentConfig:
     stage1: TrainConfig = field(default_factory=_stage1_default)
     stage2: TrainConfig = field(default_factory=_stage2_default)
     output_dir: str = "runs/experiment"
+    # a saved model folder (what `train` / `demo` write, OUTPUT_DIR/model) to fine-tune: its model
+    # settings under this file's `model`, its tokenizer, its weights where shapes match
+    # (session/finetune.py); checked when the run is prepared, not here (a saved fine-tuned
+    # model stays loadable when its source is gone)
+    init_from: str | None = None
     seed: int = 0
     eval_batch_size: int = 64
     # Frozen-tower features are cached in RAM when all of them fit this many GiB (0: never);
@@ -118,6 +123,8 @@ class ExperimentConfig:
                 f"knowledge_extra must be a list of paths, got {self.knowledge_extra!r}"
             )
         self.knowledge_extra = [_text("knowledge_extra", p) for p in self.knowledge_extra]
+        if self.init_from is not None:
+            self.init_from = _text("init_from", self.init_from)
         for name, minimum in (("seed", 0), ("eval_batch_size", 1), ("tokenizer_vocab", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

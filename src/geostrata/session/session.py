@@ -22,13 +22,20 @@ from geostrata.device import compute_device, is_main_process
 from geostrata.errors import CheckpointError, InputError
 from geostrata.session.batching import FeatureCache, ImageStore, VQACollator
 from geostrata.session.experiment import DataConfig, ExperimentConfig
+from geostrata.session.finetune import (
+    InitReport,
+    load_source_weights,
+    open_source,
+    resolve,
+    saved_text_side,
+)
+from geostrata.session.folder import CONFIG_FILE, saved_model_files
 from geostrata.session.labels import ground_task
 from geostrata.session.samples import TaskData, load_task
-from geostrata.weights import hf_progress_bars_off, verify_safetensors
+from geostrata.weights import hf_progress_bars_off
 
 MODEL_DIR = "model"
 PROCESSOR_DIR = "processor"
-CONFIG_FILE = "experiment.yaml"
 ADDED_DIR = "knowledge_added"  # in a model folder: what the run added to cfg.knowledge
 
 
@@ -45,6 +52,7 @@ class Session:
     features: FeatureCache | None
     targets: AlignTargetBuilder | None
     added: Any = None  # knowledge.additions.Additions: what the run added to cfg.knowledge
+    init: InitReport | None = None  # what `init_from` loaded and newly initialised
 
     def collator(self, with_answers: bool) -> VQACollator:
         targets = self.targets if with_answers else None
@@ -84,17 +92,7 @@ def load_model(
     from geostrata.model import GeoStrataForConditionalGeneration, GeoStrataProcessor
 
     path = Path(path)
-    weights = sorted(path.glob("model*.safetensors"))
-    if not weights:
-        raise CheckpointError(
-            f"{path} holds no model.safetensors: not a saved GeoStrata model folder"
-        )
-    for file in weights:  # refuse a renamed pickle or a cut file before anything parses it
-        verify_safetensors(file)
-    if not (path / CONFIG_FILE).is_file():
-        raise CheckpointError(
-            f"{path} has weights but no {CONFIG_FILE}: an incomplete model folder"
-        )
+    saved_model_files(path)  # safetensors only, experiment.yaml present
     cfg = ExperimentConfig.from_yaml(path / CONFIG_FILE)
     target = resolve_device(device)
     if knowledge is None:
@@ -155,17 +153,29 @@ def attach_knowledge(model: Any, processor: Any, knowledge: Any) -> None:
 
 
 def build_processor(
-    cfg: ExperimentConfig, task: TaskData, knowledge: Any, model_cfg: Any, show_progress: bool
+    cfg: ExperimentConfig,
+    task: TaskData,
+    knowledge: Any,
+    model_cfg: Any,
+    show_progress: bool,
+    text: Any = None,
 ) -> Any:
     """Tokenizer (the pretrained LLM's own, or one trained locally on the run's text) + images
-    (their band input: the 8-bit path, or band statistics measured on the training images)."""
+    (their band input: the 8-bit path, or band statistics measured on the training images).
+    ``text``: a saved processor whose tokenizer and templates are reused (`init_from`)."""
     from geostrata.model import GeoStrataProcessor, train_tokenizer
     from geostrata.model.imaging import fit_band_input
     from geostrata.model.pretrained import chat_turn_template, prompt_template_for
     from geostrata.model.processing import PROMPT_TEMPLATE, CueSlots
 
     template, turn_template = PROMPT_TEMPLATE, None
-    if model_cfg.text_name_or_path:
+    if text is not None:
+        tokenizer, template, turn_template = (
+            text.tokenizer,
+            text.prompt_template,
+            text.turn_template,
+        )
+    elif model_cfg.text_name_or_path:
         tokenizer = pretrained_tokenizer(model_cfg)
         template = prompt_template_for(tokenizer)  # the LLM's own chat format
         turn_template = chat_turn_template(tokenizer)
@@ -201,7 +211,12 @@ def pretrained_tokenizer(model_cfg: Any) -> Any:
 
 def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
     """Build data, knowledge base (its labels resolved, entries added for labels it lacked),
-    processor and model (and cache frozen-tower features)."""
+    processor and model (and cache frozen-tower features).
+
+    With `cfg.init_from` (a saved model folder, checked before any data is read) the model
+    settings are the saved model's under the experiment's own, the saved tokenizer is reused and
+    the saved weights are loaded where names and shapes match (`session/finetune.py`); the
+    session's `cfg` is the resolved one and `init` says what was newly initialised."""
     from geostrata.knowledge.additions import Additions
     from geostrata.model import (
         GeoStrataConfig,
@@ -209,6 +224,9 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
         GeoStrataProcessor,
     )
 
+    source = open_source(cfg.init_from) if cfg.init_from else None
+    if source is not None:
+        cfg = resolve(cfg, source)
     GeoStrataConfig.from_preset(cfg.preset, **cfg.model)  # HF sub-config keys, before any data
     knowledge = load_knowledge(cfg.knowledge, cfg.knowledge_extra)
     task, new_entries = ground_task(load_task(cfg.data), knowledge)  # every label problem at once
@@ -224,7 +242,8 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
         )
     else:
         # deterministic on every rank (band statistics too: the same images, in the same order)
-        processor = build_processor(cfg, task, knowledge, model_cfg, show_progress)
+        text = saved_text_side(source, knowledge.encode_text) if source is not None else None
+        processor = build_processor(cfg, task, knowledge, model_cfg, show_progress, text)
         if is_main_process():  # whole or absent: a kill mid-save must not block a fresh start
             with staged_dir(out / PROCESSOR_DIR) as tmp:
                 processor.save_pretrained(tmp)
@@ -234,9 +253,12 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
         )
     torch.manual_seed(cfg.seed)
     model = GeoStrataForConditionalGeneration(model_cfg)
+    init = load_source_weights(model, source) if source is not None else None
+    if init is not None and is_main_process():
+        print(init.describe())
     attach_knowledge(model, processor, knowledge)
     images, features = _caches(cfg, model, processor, task, show_progress)
-    return Session(cfg, task, knowledge, processor, model, images, features, targets, added)
+    return Session(cfg, task, knowledge, processor, model, images, features, targets, added, init)
 
 
 def _targets(knowledge: Any, task: TaskData) -> AlignTargetBuilder | None:
