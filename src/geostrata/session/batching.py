@@ -84,7 +84,10 @@ class FeatureCache:
         chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
         home = next(self.model.vision.parameters()).device
         device = torch.device(self.device) if self.device is not None else home
-        self.model.vision.to(device)
+        # inference features: a new module is in training mode, whose BatchNorm would use batch
+        # statistics and move its running ones (the features training and inference see differ)
+        was_training = self.model.vision.training
+        self.model.vision.to(device).eval()
         try:
             for chunk in track(
                 chunks, description="Caching tower features", disable=not show_progress
@@ -96,7 +99,7 @@ class FeatureCache:
                 for path in chunk:
                     self._rows[path] = len(self._rows)
         finally:
-            self.model.vision.to(home)
+            self.model.vision.to(home).train(was_training)
         self._all = None
 
     @property
