@@ -7,7 +7,7 @@ fine-tunes the quick demo's model, training it first (`geostrata demo --quick`) 
 runs/demo-quick holds none.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/real_scene.py [--model DIR] [--out runs/real_scene]
-        [--rgb] [--stage1-steps 60] [--stage2-steps 150]
+        [--rgb] [--stage1-steps 60] [--stage2-steps 150] [--results FILE] [--picture FILE]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--stage1-steps", type=int, default=StudySettings.stage1_steps)
     parser.add_argument("--stage2-steps", type=int, default=StudySettings.stage2_steps)
     parser.add_argument("--results", type=Path, default=ROOT / "bench/results/real_scene.json")
+    parser.add_argument("--picture", type=Path, default=PICTURE, help="the map picture's copy")
     args = parser.parse_args()
     model = args.model or demo_model()
     settings = StudySettings(
@@ -51,13 +52,13 @@ def main() -> None:
     }
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    shrink_picture(Path(report["map"]["overlay"]), PICTURE)
+    shrink_picture(Path(report["map"]["overlay"]), args.picture)
     for name, score in report["scores"].items():
         print(
             f"{name:22s} OA {100 * score['overall_accuracy']:5.1f}%  mean per-class "
             f"{100 * score['mean_per_class_accuracy']:5.1f}%"
         )
-    print(f"wrote {args.results} and {PICTURE}")
+    print(f"wrote {args.results} and {args.picture}")
 
 
 def demo_model() -> Path:
