@@ -143,12 +143,9 @@ def split_chips(chips: Path, side: str) -> tuple[list[str], list[str]]:
     """(paths, labels) of one side of the blocked split (label = class folder)."""
     text = (chips / SPLIT_FILES[side]).read_text(encoding="utf-8")
     names = [line for line in text.splitlines() if line.strip()]
-    labels = [_class_of(chips, n) for n in names]
+    folders = _folder_classes(chips)
+    labels = [folders[n.split("/", 1)[0]] for n in names]
     return [str(chips / n) for n in names], labels
-
-
-def _class_of(chips: Path, name: str) -> str:
-    return _folder_classes(chips)[name.split("/", 1)[0]]
 
 
 def _folder_classes(chips: Path) -> dict[str, str]:
