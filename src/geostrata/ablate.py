@@ -196,7 +196,7 @@ def markdown_table(result: AblationResult, columns: Sequence[str] = COLUMNS) -> 
 def render_zeroshot(result: AblationResult) -> str:
     """The zero-shot ablation as docs/results.md shows it: one markdown table per group of
     ZEROSHOT_TABLES, each rendered by `markdown_table` from the saved runs."""
-    parts = [f"#### {title} (mean ± std over folds, %)\n\n{markdown_table(result, columns)}"
+    parts = [f"### {title} (mean ± std over folds, %)\n\n{markdown_table(result, columns)}"
              for title, columns in ZEROSHOT_TABLES.items()]  # fmt: skip
     return "\n\n".join(parts) + "\n"
 
