@@ -27,7 +27,8 @@ import torch
 
 from geostrata.errors import ConfigError
 from geostrata.evaluate.metrics import normalize_answer
-from geostrata.evaluate.runner import _batches, _model_inputs, unique_images
+from geostrata.evaluate.runner import _batches, _model_inputs
+from geostrata.evaluate.tasks import unique_images
 from geostrata.session.samples import SCENE_QUESTION
 
 
