@@ -35,7 +35,7 @@ def test_zero_shot_splits_every_figure_by_seen_and_unseen():
     scenes = SceneEvaluation(None, None, ["harbor", "forest"], ["a", "b", "c"],
                              ["harbor", "forest", "forest"], ["forest", "forest", "forest"],
                              ["harbor", "forest", "meadow"])  # fmt: skip
-    hits = {"scene": {"a": False, "b": True, "c": True}}
+    hits = {"scene": {"a": False, "b": True, "c": True}, "object": {"a": True, "b": False}}
     z = zero_shot_metrics({"scene": ["harbor"], "object": ["ship"]}, rows, truths, scenes, hits)
     assert (z.scene_open.seen, z.scene_open.unseen) == (0.5, 1.0)
     assert (z.scene_open.n_seen, z.scene_open.n_unseen) == (2, 1)
@@ -44,6 +44,11 @@ def test_zero_shot_splits_every_figure_by_seen_and_unseen():
     assert (z.presence.seen, z.presence.unseen) == (1.0, 0.0)
     assert (z.scene_retrieval.seen, z.scene_retrieval.unseen) == (1.0, 0.0)
     assert "| scene classification, closed set | 100.0 | 0.0 | 2 / 1 |" in z.markdown()
+    # every level's retrieval is split by the scene class of the image
+    assert (z.retrieval["object"].seen, z.retrieval["object"].unseen) == (0.0, 1.0)
+    summary = z.summary()
+    assert summary["retrieval_object_unseen"] == 1.0 and summary["retrieval_scene_seen"] == 1.0
+    assert summary["scene_open_unseen"] == 1.0 and "retrieval_region_seen" not in summary
 
 
 def test_nothing_held_out_gives_no_zero_shot_section():
@@ -103,3 +108,16 @@ def test_router_metrics_score_argmax_against_the_question_level():
     assert m.per_type_accuracy == {"scene": 1.0, "count": 1.0, "presence": 0.0}
     assert m.per_type["presence"]["region"] == pytest.approx(0.8)
     assert "| presence | object |" in m.markdown()
+
+
+def test_the_relation_weight_rule_keeps_seen_retrieval_and_then_maximises_unseen():
+    from geostrata.evaluate.zeroshot import SeenUnseen, SweepRow, choose_relation_weight
+
+    def row(weight, seen, unseen):
+        rate = SeenUnseen(seen, unseen, 100, 50)
+        return SweepRow(weight, rate, rate)
+
+    rows = [row(0.0, 0.95, 0.05), row(1.0, 0.945, 0.40), row(2.0, 0.945, 0.40),
+            row(4.0, 0.90, 0.70)]  # fmt: skip
+    assert choose_relation_weight(rows) == 1.0  # 4.0 loses 5 seen points; 1.0 ties 2.0, smaller
+    assert choose_relation_weight(rows, seen_tolerance=0.1) == 4.0

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from geostrata.knowledge.protocol import SearchResult
+from geostrata.knowledge.relations import Relations
 
 DIM = 16
 N_ENTRIES = {"scene": 12, "region": 7, "object": 9, "attribute": 5}
@@ -31,6 +32,8 @@ class FakeRetriever:
         self._dim = dim
         self.emb = {lv: _unit(rng.normal(size=(n, dim))) for lv, n in N_ENTRIES.items()}
         self.calls: list[tuple[str, int, np.ndarray]] = []
+        # (level, other) -> (N_level, N_other) 0/1 relations; tests set what they need
+        self.related: dict[tuple[str, str], np.ndarray] = {}
 
     @property
     def dim(self) -> int:
@@ -52,6 +55,11 @@ class FakeRetriever:
         idx = np.argsort(-scores, axis=1)[:, :k]
         ids = [[self.level_ids(level)[i] for i in row] for row in idx]
         return SearchResult(ids, idx.astype(np.int64), np.take_along_axis(scores, idx, 1))
+
+    def relations(self, level: str, other: str) -> Relations:
+        shape = (N_ENTRIES[level], N_ENTRIES[other])
+        matrix = self.related.get((level, other), np.zeros(shape, np.float32))
+        return Relations(matrix.astype(np.float32), matrix.sum(axis=1).astype(np.float32))
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self._dim), dtype=np.float32)

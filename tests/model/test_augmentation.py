@@ -156,3 +156,82 @@ def test_batch_negatives_leave_entries_no_image_shows_out_of_the_contrast(retrie
     logits = a @ module.entries[:2].T / module.config.align_temperature
     expected = F.cross_entropy(logits, torch.tensor([0, 1]))
     torch.testing.assert_close(batch.align_loss, expected)
+
+
+# ---- relational scene retrieval ------------------------------------------------------------------
+def test_relation_match_is_the_cosine_with_the_relations_averaged_over_levels():
+    from geostrata.model.augmentation import relation_match
+
+    probs = {"region": torch.tensor([[0.6, 0.3, 0.1]]), "object": torch.tensor([[0.5, 0.5]])}
+    matrices = {
+        "region": torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]),
+        "object": torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]),
+    }
+    counts = {"region": torch.tensor([2.0, 1.0, 0.0]), "object": torch.tensor([1.0, 0.0, 0.0])}
+    got = relation_match(probs, matrices, counts)[0]
+    norm_r, norm_o = (0.36 + 0.09 + 0.01) ** 0.5, 0.5**0.5
+    entry0 = (0.9 / (norm_r * 2**0.5) + 0.5 / norm_o) / 2  # both levels
+    entry1 = 0.1 / norm_r  # region only: averaged over the one level it has relations at
+    torch.testing.assert_close(got, torch.tensor([entry0, entry1, 0.0]))
+
+
+def _relational(retriever, weight, **kw):
+    return _module(retriever, top_k=3, relation_weight=weight, **kw)
+
+
+def test_relations_bring_the_related_scene_entry_to_the_top(retriever):
+    """A scene entry related to what the object level finds best is ranked first once the
+    relation weight is large enough; with weight 0 nothing changes at all."""
+    feats, q = _inputs(seed=5)
+    plain = _module(retriever, top_k=3)(feats, q)
+    aligned = _module(retriever, top_k=3).levels["object"].embed(feats["object"])[1]
+    probs = _module(retriever, top_k=3).levels["object"].entry_probabilities(aligned)
+    best_object = probs.argmax(-1)  # (B,) what each image's object level retrieves best
+    assert best_object[0] != best_object[1]  # so each image has its own related scene entry
+    target = [i for i in range(N_ENTRIES["scene"]) if i not in plain.retrieved["scene"].indices]
+    chosen = target[:2]  # scene entries no image retrieved without relations
+    related = np.zeros((N_ENTRIES["scene"], N_ENTRIES["object"]), np.float32)
+    for b, scene in enumerate(chosen):
+        related[scene, int(best_object[b])] = 1.0
+    retriever.related[("scene", "object")] = related
+    zero = _relational(retriever, 0.0)(feats, q)
+    assert torch.equal(zero.retrieved["scene"].indices, plain.retrieved["scene"].indices)
+    out = _relational(retriever, 5.0)(feats, q)
+    assert out.retrieved["scene"].indices[:, 0].tolist() == chosen
+    for level in ("region", "object"):  # only the scene level's ranking reads relations
+        assert torch.equal(out.retrieved[level].indices, plain.retrieved[level].indices)
+    # the returned score is cosine + weight * match, and the match is at most 1
+    scene = out.retrieved["scene"]
+    assert bool((scene.scores[:, 0] <= 1.0 + 5.0 + 1e-5).all()) and scene.scores.requires_grad
+
+
+def test_relation_term_trains_nothing_below_the_scene_level(retriever):
+    retriever.related[("scene", "object")] = np.ones((N_ENTRIES["scene"], N_ENTRIES["object"]))
+    module = _relational(retriever, 2.0)
+    feats, q = _inputs()
+    module(feats, q).retrieved["scene"].scores.sum().backward()
+    assert module.levels["object"].align_proj.weight.grad is None  # detached: no gradient
+    assert module.levels["scene"].query.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"relation_weight": -1.0}, "must be >= 0"),
+     ({"relation_weight": 1.0, "retrieval": False}, "needs retrieval on")],
+)  # fmt: skip
+def test_relation_weight_is_validated(overrides, message):
+    from geostrata.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        AugmentationConfig(levels=LEVELS, hidden_size=8, knowledge_dim=DIM, num_heads=2,
+                           **overrides)  # fmt: skip
+
+
+def test_relations_need_a_finer_level(retriever):
+    """Scene alone: the weight has nothing to read, so retrieval is the visual one."""
+    torch.manual_seed(0)
+    cfg = AugmentationConfig(levels=["scene"], hidden_size=8, knowledge_dim=DIM, num_heads=2,
+                             relation_weight=3.0)  # fmt: skip
+    module = SemanticAugmentation(cfg, in_dims={"scene": 12})
+    module.attach(retriever, torch.device("cpu"))
+    assert module.relation_levels == ()

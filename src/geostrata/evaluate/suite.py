@@ -109,7 +109,7 @@ class RunMetrics:
                 "ground_miou": g.overall.mean_iou,
                 "ground_unparseable": g.unparseable_rate,
             }
-        return out | (_zero_shot_summary(self.zeroshot) if self.zeroshot else {})
+        return out | (self.zeroshot.summary() if self.zeroshot else {})
 
 
 def _caption_summary(prefix: str, m: CaptionMetrics | None) -> dict[str, float]:
@@ -121,21 +121,6 @@ def _caption_summary(prefix: str, m: CaptionMetrics | None) -> dict[str, float]:
 
 def _present(values: dict[str, float | None]) -> dict[str, float]:
     return {k: v for k, v in values.items() if v is not None}
-
-
-def _zero_shot_summary(z: ZeroShotMetrics) -> dict[str, float]:
-    parts = {
-        "scene_open": z.scene_open,
-        "scene_generated": z.scene_generated,
-        "scene_closed": z.scene_closed,
-        "presence": z.presence,
-        "retrieval_scene": z.scene_retrieval,
-    }
-    out: dict[str, float | None] = {}
-    for name, m in parts.items():
-        if m is not None:
-            out[f"{name}_seen"], out[f"{name}_unseen"] = m.seen, m.unseen
-    return _present(out)
 
 
 def evaluate_session(

@@ -31,6 +31,7 @@ from geostrata.knowledge.encoder import (
 )
 from geostrata.knowledge.index import IndexConfig, VectorIndex
 from geostrata.knowledge.protocol import LEVELS, SearchResult
+from geostrata.knowledge.relations import Relations, relation_table
 from geostrata.knowledge.schema import (
     Entry,
     check_entries,
@@ -192,6 +193,12 @@ class KnowledgeBase:
 
     def level_embeddings(self, level: str) -> np.ndarray:
         return self._vectors[_check_level(level)]
+
+    def relations(self, level: str, other: str) -> Relations:
+        """Each `level` entry's relations among the `other` entries (knowledge/relations.py), in
+        the row orders of `level_ids`; entries added later (`add`, `--kb-extra`) are included."""
+        return relation_table(self._entries, self._rows[_check_level(level)],
+                              self._rows[_check_level(other)])
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         """(B, D) query vectors, each encoded alone: multi-threaded matmuls round differently

@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from geostrata.knowledge.relations import Relations
 from geostrata.levels import ENTRY_LEVELS
 
 LEVELS = ENTRY_LEVELS
@@ -49,6 +50,11 @@ class Retriever(Protocol):
 
     def search(self, queries: np.ndarray, level: str, k: int) -> SearchResult:
         """Batched top-k of `queries` (B, D) among the entries of `level`."""
+        ...
+
+    def relations(self, level: str, other: str) -> Relations:
+        """What each `level` entry is related to among the `other` entries (only needed with
+        relational retrieval, `relation_weight` > 0)."""
         ...
 
     def encode_text(self, texts: list[str]) -> np.ndarray:

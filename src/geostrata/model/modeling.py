@@ -207,6 +207,17 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
             self.augmentation.attach(retriever, self.llm.get_input_embeddings().weight.device)
         self._attach_cues(retriever, cues)
 
+    def set_relation_weight(self, weight: float, retriever: Retriever) -> None:
+        """Relational scene retrieval with weight `weight` (0: off) from now on, e.g. to compare
+        weights on a validation fold without retraining; the config records it, so a model saved
+        afterwards keeps it."""
+        if self.config.baseline == "llava":
+            raise ConfigError("the llava baseline retrieves nothing: no relation weight to set")
+        self.augmentation.set_relation_weight(
+            weight, retriever, self.llm.get_input_embeddings().weight.device
+        )
+        self.config.relation_weight = self.augmentation.config.relation_weight
+
     def _attach_cues(self, retriever: Retriever, cues: CueVocabulary | None) -> None:
         slots = CueSlots.from_config(self.config)
         self.cue_pointers = []

@@ -241,6 +241,12 @@ class AugmentationConfig(LevelTokenInputs):
     cue_text: bool = False
     cue_text_k: int = 2
     cue_name_tokens: int = 4
+    # Relational scene retrieval (compositional zero-shot): a scene entry's retrieval score is its
+    # visual score plus relation_weight x how well the image's region and object retrieval match
+    # the entry's relations in the knowledge base (airport -> runway, airplane, pavement), so a
+    # scene class no training image showed is found through what it is made of. 0 switches it
+    # off; it acts only when the scene level and a finer level are on.
+    relation_weight: float = 0.0
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -255,6 +261,11 @@ class AugmentationConfig(LevelTokenInputs):
                      f"needs retrieval on and top_k >= cue_text_k={self.cue_text_k}")
         for name in ("retrieval_temperature", "align_temperature"):
             _require(getattr(self, name) > 0, name, getattr(self, name), "must be > 0")
+        _require(self.relation_weight >= 0, "relation_weight", self.relation_weight,
+                 "must be >= 0 (0: off)")
+        if self.relation_weight > 0:
+            _require(self.retrieval and self.top_k > 0, "relation_weight", self.relation_weight,
+                     "needs retrieval on and top_k >= 1 (it changes what is retrieved)")
 
 
 @dataclass(kw_only=True)
