@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "lazy": 1,
     "boxes": 1,
     "knowledge": 2,
+    "prompts": 2,
     "data": 3,
     "model": 4,
     "session": 5,
