@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from geostrata.atomic import write_text_atomic
+from geostrata.boxes import strip_boxes
 from geostrata.data.images import DEFAULT_MAX_PIXELS, as_rgb, read_image
 from geostrata.errors import CheckpointError, ConfigError, ImageError, InputError
 from geostrata.textio import read_json
@@ -341,7 +342,10 @@ class GeoStrataProcessor:
         if images is not None:
             batch["pixel_values"] = self.image_processor(images)  # (B, 3, S, S)
         if self.question_encoder is not None:
-            emb = np.asarray(self.question_encoder(list(questions)), dtype=np.float32)  # (B, Dk)
+            # boxes say nothing to a sentence encoder and make every region question a new text
+            # (encoded alone, past any cache): the question is embedded without them
+            texts = [strip_boxes(q) for q in questions]
+            emb = np.asarray(self.question_encoder(texts), dtype=np.float32)  # (B, Dk)
             batch["question_embeds"] = torch.from_numpy(emb)
         return batch
 
