@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from geostrata.boxes import Box, draw_boxes, parse_boxes
+from geostrata.boxes import Box
 from geostrata.errors import GeoStrataError, InputError
 
 DEFAULT_CHECKPOINT = Path("runs/demo/run/model")
@@ -86,21 +86,16 @@ class ChatSession:
         self.history.append(Turn(question, pred))
 
     def draw(self, boxes: Sequence[Box]) -> Path | None:
-        """Write the image with `boxes` outlined into `boxes_dir`; returns the file (None when
-        there is no folder or no box).
-
-        Boxes are relative to the square the model saw (the image letterboxed), so they are
-        drawn on the image letterboxed the same way at its own resolution."""
+        """Write the image with `boxes` outlined and numbered (geostrata.overlay, as the app
+        draws them) into `boxes_dir`; returns the file (None without a folder or a box)."""
         from PIL import Image
 
         from geostrata.atomic import write_atomic
-        from geostrata.model.processing import letterbox
+        from geostrata.overlay import draw_answer_boxes
 
         if self.boxes_dir is None or not boxes:
             return None
-        side = max(self.image.shape[:2])
-        square = letterbox(self.image, side, self.loaded.processor.image_processor.fill)
-        drawn = draw_boxes(square, boxes, labels=[str(i + 1) for i in range(len(boxes))])
+        drawn = draw_answer_boxes(self.image, boxes)
         self.drawn += 1
         stem = Path(self.source).stem or "image"
         path = Path(self.boxes_dir) / f"{stem}.chat-{self.drawn}.png"
@@ -192,23 +187,22 @@ def stream_turn(session: ChatSession, question: str, console: Any) -> Any:
         shown = text
     console.print("" if shown else "[dim](empty answer)[/]")
     console.print(evidence_table(pred))
-    show_boxes(session, parse_boxes(pred.answer), console)
+    show_boxes(session, pred.boxes, console)
     return pred
 
 
 def show_boxes(session: ChatSession, boxes: Sequence[Box], console: Any) -> None:
-    """List an answer's boxes (pixels of the image) and where the image with them drawn is."""
+    """List an answer's boxes (0-100 and pixels of the image) and where the image with them
+    drawn was written."""
     from rich.markup import escape
+
+    from geostrata.overlay import describe_boxes
 
     if not boxes:
         return
     height, width = session.image.shape[:2]
-    side = max(height, width)  # boxes are relative to the letterboxed square
-    dx, dy = (side - width) / 2, (side - height) / 2
-    for i, box in enumerate(boxes, 1):
-        x1, y1, x2, y2 = box.pixels(side, side)
-        console.print(f"[cyan]box {i}[/] {box.text()} = pixels ({x1 - dx:.0f}, {y1 - dy:.0f}) - "
-                      f"({x2 - dx:.0f}, {y2 - dy:.0f})", highlight=False, markup=True)  # fmt: skip
+    for line in describe_boxes(boxes, width, height).splitlines():
+        console.print(f"[cyan]box[/] {escape(line)}", highlight=False)
     try:
         path = session.draw(boxes)
     except OSError as exc:

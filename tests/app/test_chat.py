@@ -155,14 +155,16 @@ def test_boxes_in_an_answer_are_listed_and_drawn(loaded, tmp_path, monkeypatch):
         yield Prediction("{<10><50><50><60>}")
 
     monkeypatch.setattr(geostrata.inference, "stream_predict", box_answer)
-    image = np.zeros((60, 120, 3), dtype=np.uint8)  # wide: letterboxed to 120 x 120
+    image = np.zeros((100, 200, 3), dtype=np.uint8)
     session = ChatSession(loaded, image, str(tmp_path / "wide.png"), boxes_dir=tmp_path)
     console = Console(record=True, width=160)
     stream_turn(session, "Where is the ship?", console)
     text = console.export_text()
-    assert "box 1 {<10><50><50><60>} = pixels (12, 30) - (60, 42)" in text
-    drawn = np.asarray(Image.open(tmp_path / "wide.chat-1.png"))
-    assert drawn.shape == (120, 120, 3) and str(tmp_path / "wide.chat-1.png") in text.replace(
-        "\n", ""
-    )
-    assert tuple(drawn[60, 12]) == (255, 40, 40) and tuple(drawn[65, 30]) != (255, 40, 40)
+    assert "box 1: (10, 50)-(50, 60) of 100 = px (20, 50)-(100, 60)" in text
+    written = tmp_path / "wide.chat-1.png"
+    drawn = np.asarray(Image.open(written))
+    assert drawn.shape == (100, 200, 3) and str(written) in text.replace("\n", "")
+    assert tuple(drawn[55, 20]) == (255, 40, 40) and tuple(drawn[55, 60]) == (0, 0, 0)
+    session.boxes_dir = None  # no folder: listed, not written
+    stream_turn(session, "Where is the ship?", console)
+    assert not (tmp_path / "wide.chat-2.png").exists()
