@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "boxes": 1,
     "bands": 1,
     "knowledge": 2,
+    "prompts": 2,
     "data": 3,
     "model": 4,
     "session": 5,

@@ -1,8 +1,12 @@
-"""Chat about one image: a session with history, streamed answers and the evidence behind them.
+"""Chat about one image: a conversation, streamed answers and the evidence behind them.
 
 Both `geostrata chat` and the bench use it; it calls only the inference API (`load_model`,
-`stream_predict`). The model answers each question on its own (it was trained on single-turn
-VQA), so the history is what the user sees, not context fed back into the prompt.
+`stream_predict`). The conversation is the model's context: each question is asked with the
+earlier turns as history (the processor writes them before it, oldest dropped first past
+`max_history_tokens`), so a follow-up ("How many are there?", "What colour is it?") is answered
+about what the previous turn was about; `/reset` starts the conversation again. Boxes in an
+answer ({<x1><y1><x2><y2>}, geostrata.boxes) are listed and drawn on the image, written as a
+PNG next to it.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from geostrata.boxes import Box
 from geostrata.errors import GeoStrataError, InputError
 
 DEFAULT_CHECKPOINT = Path("runs/demo/run/model")
 DEMO_OUT = Path("runs/demo")
 EXIT_WORDS = ("exit", "quit", ":q")
+RESET_WORDS = ("/reset", "reset")  # forget the conversation, keep the image
 BAR_WIDTH = 10  # characters of a full router bar
 
 
@@ -31,13 +37,15 @@ class Turn:
 
 @dataclass
 class ChatSession:
-    """One image, the loaded model, and the questions asked so far."""
+    """One image, the loaded model, and the conversation so far (the model's context)."""
 
     loaded: Any  # geostrata.inference.LoadedModel
     image: np.ndarray  # decoded by the model's image processor: (H, W, 3) uint8 for RGB
     source: str = "image"  # what the image is called in messages (its path)
     max_new_tokens: int = 16
     history: list[Turn] = field(default_factory=list)
+    boxes_dir: Path | None = None  # where images with an answer's boxes go (None: not written)
+    drawn: int = 0  # box images written so far (numbers their files)
 
     def __post_init__(self) -> None:
         if type(self.max_new_tokens) is not int or not 1 <= self.max_new_tokens <= 256:
@@ -55,15 +63,43 @@ class ChatSession:
 
         return self._stream(check_question(question))
 
+    def turns(self) -> list[tuple[str, str]]:
+        """The conversation as the model reads it: (question, answer) per turn, oldest first."""
+        return [(t.question, t.prediction.answer) for t in self.history]
+
+    def reset(self) -> None:
+        """Forget the conversation (the next question is asked alone)."""
+        self.history.clear()
+
     def _stream(self, question: str) -> Iterator[Any]:
         from geostrata.inference import stream_predict
 
         pred = None
         for pred in stream_predict(
-            self.loaded, self.image, question, max_new_tokens=self.max_new_tokens
+            self.loaded,
+            self.image,
+            question,
+            max_new_tokens=self.max_new_tokens,
+            history=self.turns(),
         ):
             yield pred
         self.history.append(Turn(question, pred))
+
+    def draw(self, boxes: Sequence[Box]) -> Path | None:
+        """Write the image with `boxes` outlined and numbered (geostrata.overlay, as the app
+        draws them) into `boxes_dir`; returns the file (None without a folder or a box)."""
+        from PIL import Image
+
+        from geostrata.atomic import write_atomic
+        from geostrata.overlay import draw_answer_boxes
+
+        if self.boxes_dir is None or not boxes:
+            return None
+        drawn = draw_answer_boxes(self.image, boxes)
+        self.drawn += 1
+        stem = Path(self.source).stem or "image"
+        path = Path(self.boxes_dir) / f"{stem}.chat-{self.drawn}.png"
+        return write_atomic(path, lambda f: Image.fromarray(drawn).save(f, format="PNG"))
 
 
 def open_session(
@@ -84,7 +120,8 @@ def open_session(
     checkpoint = ensure_checkpoint(checkpoint, console)
     loaded = load_model(checkpoint, device=device, knowledge_extra=knowledge_extra)
     image = loaded.processor.image_processor.decode(image_path)  # the bands the model takes
-    return ChatSession(loaded, image, str(image_path), max_new_tokens)
+    boxes_dir = Path(image_path).parent  # images with an answer's boxes go next to the image
+    return ChatSession(loaded, image, str(image_path), max_new_tokens, boxes_dir=boxes_dir)
 
 
 def ensure_checkpoint(checkpoint: Path | None, console: Any) -> Path:
@@ -151,7 +188,29 @@ def stream_turn(session: ChatSession, question: str, console: Any) -> Any:
         shown = text
     console.print("" if shown else "[dim](empty answer)[/]")
     console.print(evidence_table(pred))
+    show_boxes(session, pred.boxes, console)
     return pred
+
+
+def show_boxes(session: ChatSession, boxes: Sequence[Box], console: Any) -> None:
+    """List an answer's boxes (0-100 and pixels of the image) and where the image with them
+    drawn was written."""
+    from rich.markup import escape
+
+    from geostrata.overlay import describe_boxes
+
+    if not boxes:
+        return
+    height, width = session.image.shape[:2]
+    for line in describe_boxes(boxes, width, height).splitlines():
+        console.print(f"[cyan]box[/] {escape(line)}", highlight=False)
+    try:
+        path = session.draw(boxes)
+    except OSError as exc:
+        console.print(f"[yellow]could not write the image with the boxes: {escape(str(exc))}[/]")
+        return
+    if path is not None:
+        console.print(f"[dim]drawn in[/] {escape(str(path))}", highlight=False)
 
 
 def show_history(session: ChatSession, console: Any) -> None:
@@ -167,8 +226,9 @@ def interactive(session: ChatSession, console: Any, read: Callable[[str], str] =
     from rich.markup import escape
 
     console.print(
-        f"[bold]Chatting about {escape(session.source)}[/] - type a question; "
-        "`history` lists the turns, `exit` or Ctrl-D quits."
+        f"[bold]Chatting about {escape(session.source)}[/] - type a question; follow-ups "
+        "see the earlier turns. `history` lists them, `/reset` forgets them, `exit` or Ctrl-D "
+        "quits."
     )
     while True:
         try:
@@ -180,6 +240,10 @@ def interactive(session: ChatSession, console: Any, read: Callable[[str], str] =
             return
         if question.strip().lower() == "history":
             show_history(session, console)
+            continue
+        if question.strip().lower() in RESET_WORDS:
+            session.reset()
+            console.print("[dim]conversation cleared: the next question is asked alone[/]")
             continue
         try:
             stream_turn(session, question, console)

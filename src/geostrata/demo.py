@@ -60,11 +60,19 @@ class DemoProfile:
         return ExperimentConfig.from_dict(apply_overrides(base, overrides), source="demo profile")
 
 
+ALL_TASKS = "data.tasks=[vqa, caption, ground, region, chat]"  # every synthetic task
+
 PROFILES: dict[str, DemoProfile] = {
     # Two scene classes and one object class (fold 0 of 6) are held out of training, so the
-    # report shows what the model does with classes only the knowledge base knows.
+    # report shows what the model does with classes only the knowledge base knows. VQA,
+    # captions, grounding, region descriptions and two-turn dialogues are trained together.
     "default": DemoProfile(
-        n_train=1600, n_test=400, stage1_steps=80, stage2_steps=900, holdout="0/6"
+        n_train=1600,
+        n_test=400,
+        stage1_steps=80,
+        stage2_steps=900,
+        holdout="0/6",
+        overrides=(ALL_TASKS,),
     ),
     "quick": DemoProfile(n_train=300, n_test=60, stage1_steps=15, stage2_steps=120),
     # What `geostrata ablate` trains per (variant, seed): 15 runs must fit about an hour on 2 cores.
@@ -79,7 +87,7 @@ PROFILES: dict[str, DemoProfile] = {
         stage2_steps=250,
         batch_size=8,
         preset="smol",
-        overrides=("data.captions=false", "eval_batch_size=32", "stage2.lr=0.0005"),
+        overrides=("data.tasks=[vqa]", "eval_batch_size=32", "stage2.lr=0.0005"),
     ),
     # `geostrata ablate --profile zeroshot`: fold = seed of 3 rotating folds, 4 scene classes
     # and 1-2 object classes never seen in training each. Sized for 3 folds x 7 variants on the
@@ -92,7 +100,7 @@ PROFILES: dict[str, DemoProfile] = {
         stage1_steps=20,
         stage2_steps=80,
         holdout="{fold}/3",
-        overrides=("data.captions=false",),
+        overrides=("data.tasks=[vqa]",),
     ),
 }
 
@@ -108,11 +116,14 @@ class DemoResult:
 def synthesize_once(
     data_dir: Path, profile: DemoProfile, seed: int, show_progress: bool, workers: int = 2
 ) -> Path:
-    """Write the benchmark unless the same one (same sizes, seed and holdout) is already there.
+    """Write the benchmark unless the same one (same generator version, sizes, seed and
+    holdout) is already there.
 
-    A synthesis that was killed part-way left no meta.json, so it is simply written again.
+    A synthesis that was killed part-way left no meta.json, so it is simply written again; so is
+    one of an older generator version (it lacks files this version's tasks read).
     """
     from geostrata.data.synthetic import Holdout, load_meta, synthesize
+    from geostrata.data.synthetic.files import VERSION
     from geostrata.errors import AnnotationError
 
     held = Holdout.parse(profile.holdout, seed)
@@ -124,7 +135,8 @@ def synthesize_once(
                 f"{err}; the benchmark in {data_dir} is damaged: delete that folder and run "
                 "again to synthesize it anew (it is generated from the seed, nothing is lost)"
             ) from err
-        if (m.get("n_train"), m.get("n_test"), m.get("size"), m.get("seed")) == (
+        if (m.get("version"), m.get("n_train"), m.get("n_test"), m.get("size"), m.get("seed")) == (
+            VERSION,
             profile.n_train,
             profile.n_test,
             profile.size,
@@ -153,6 +165,7 @@ def run_demo(
 ) -> DemoResult:
     """Run the pipeline end to end; every figure it returns was measured in this call."""
     from geostrata.evaluate.captioning import require_java
+    from geostrata.evaluate.dialogue import dialogue_metrics
     from geostrata.evaluate.suite import evaluate_session
     from geostrata.train.pipeline import run_experiment
 
@@ -161,9 +174,14 @@ def run_demo(
     out = Path(out_dir)
     data_dir = synthesize_once(out / "data", chosen, seed, show_progress)
     cfg = chosen.experiment(data_dir, out / "run", seed, extra)
-    if cfg.data.captions:  # the report scores captions (Java): say so before training, not after
+    tasks = set(cfg.data.tasks or ("vqa", "caption"))  # unset: a synthetic folder's vqa + caption
+    if tasks & {"caption", "region"}:  # scored with METEOR (Java): say so before training
         require_java()
     result = run_experiment(cfg, resume=resume, show_progress=show_progress)
     metrics = evaluate_session(result.session, out / "report", show_progress=show_progress)
+    summary = metrics.summary()
+    if "chat" in tasks:  # follow-ups with the earlier turns vs alone (same model)
+        dialogues = dialogue_metrics(result.session, show_progress=show_progress)
+        summary |= dialogues.summary() if dialogues is not None else {}
     stage_wall = {k: v.wall_time_s for k, v in result.stages.items()}
-    return DemoResult(metrics.report, metrics.summary(), time.perf_counter() - t0, stage_wall)
+    return DemoResult(metrics.report, summary, time.perf_counter() - t0, stage_wall)

@@ -112,3 +112,59 @@ def test_default_checkpoint_is_trained_when_missing(tmp_path, monkeypatch):
     assert "no model at runs/demo/run/model" in console.export_text()
     assert ensure_checkpoint(tmp_path / "mine", console) == tmp_path / "mine"  # explicit: as given
     assert len(calls) == 1
+
+
+def test_a_follow_up_is_asked_with_the_earlier_turn(loaded, sample_png):
+    from geostrata.inference import predict
+
+    image = read_image(sample_png)
+    session = ChatSession(loaded, image, str(sample_png), max_new_tokens=4)
+    first = list(session.ask("Is there a ship?"))[-1]
+    second = list(session.ask("How many are there?"))[-1]
+    assert "Is there a ship?" in second.prompt and first.answer in second.prompt
+    assert second.prompt.index("Is there a ship?") < second.prompt.index("How many are there?")
+    # the follow-up is answered from the prompt with the first turn, not from the question alone
+    earlier = [("Is there a ship?", first.answer)]
+    with_turn = predict(loaded, image, "How many are there?", max_new_tokens=4, history=earlier)
+    alone = predict(loaded, image, "How many are there?", max_new_tokens=4)
+    assert (second.prompt, second.answer) == (with_turn.prompt, with_turn.answer)
+    assert "Is there a ship?" not in alone.prompt
+    assert session.turns() == [*earlier, ("How many are there?", second.answer)]
+    session.reset()
+    again = list(session.ask("How many are there?"))[-1]
+    assert (again.prompt, again.answer) == (alone.prompt, alone.answer)
+
+
+def test_reset_in_the_loop_forgets_the_conversation(loaded, sample_png):
+    console = Console(record=True, width=120)
+    session = ChatSession(loaded, read_image(sample_png), "img", max_new_tokens=2)
+    lines = iter(["Is there a ship?", "/reset", "How many are there?", "exit"])
+    interactive(session, console, read=lambda prompt: next(lines))
+    assert "conversation cleared" in console.export_text()
+    assert [t.question for t in session.history] == ["How many are there?"]
+    assert "Is there a ship?" not in session.history[0].prediction.prompt
+
+
+def test_boxes_in_an_answer_are_listed_and_drawn(loaded, tmp_path, monkeypatch):
+    import geostrata.inference
+    from geostrata.chat import stream_turn
+    from geostrata.inference import Prediction
+
+    def box_answer(*args, **kwargs):
+        yield Prediction("")
+        yield Prediction("{<10><50><50><60>}")
+
+    monkeypatch.setattr(geostrata.inference, "stream_predict", box_answer)
+    image = np.zeros((100, 200, 3), dtype=np.uint8)
+    session = ChatSession(loaded, image, str(tmp_path / "wide.png"), boxes_dir=tmp_path)
+    console = Console(record=True, width=160)
+    stream_turn(session, "Where is the ship?", console)
+    text = console.export_text()
+    assert "box 1: (10, 50)-(50, 60) of 100 = px (20, 50)-(100, 60)" in text
+    written = tmp_path / "wide.chat-1.png"
+    drawn = np.asarray(Image.open(written))
+    assert drawn.shape == (100, 200, 3) and str(written) in text.replace("\n", "")
+    assert tuple(drawn[55, 20]) == (255, 40, 40) and tuple(drawn[55, 60]) == (0, 0, 0)
+    session.boxes_dir = None  # no folder: listed, not written
+    stream_turn(session, "Where is the ship?", console)
+    assert not (tmp_path / "wide.chat-2.png").exists()

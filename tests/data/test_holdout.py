@@ -44,9 +44,19 @@ def test_training_split_never_shows_a_held_out_class(held_bench):
     assert {a["scene"] for a in train}.isdisjoint(HELD.scenes)
     drawn = {o["class"] for a in train for o in a["objects"]}
     assert drawn.isdisjoint(HELD.objects)
-    for text in _questions(held_bench, "train"):
+    for text in _questions(held_bench, "train") + _task_texts(held_bench, "train"):
         for name in HELD.objects:
             assert not any(form in text for form in _names(name)), text
+
+
+def _task_texts(root: Path, split: str) -> list[str]:
+    """Every turn of the grounding, region and dialogue files of a split."""
+    texts = []
+    for task in ("ground", "region", "chat"):
+        entries = json.loads((root / "instruct" / f"{split}_{task}.json").read_text())
+        texts += [t["value"] for e in entries for t in e["conversations"]]
+    assert texts
+    return texts
 
 
 def test_test_split_keeps_every_class_and_meta_says_what_was_held(held_bench):

@@ -237,7 +237,7 @@ def test_splits_scene_folders_and_instruct(bench):
 
 def test_meta_follows_the_contract(bench):
     meta = load_meta(bench)
-    assert meta["generator"] == "geostrata.synthetic" and meta["version"] == 1
+    assert meta["generator"] == "geostrata.synthetic" and meta["version"] == 2
     assert (meta["seed"], meta["size"], meta["grid"]) == (SEED, SIZE, GRID)
     assert (meta["n_train"], meta["n_test"]) == (N_TRAIN, N_TEST)
     assert meta["scene_classes"] == list(SCENE_CLASSES) and len(meta["land_covers"]) == 7

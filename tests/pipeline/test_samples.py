@@ -1,9 +1,12 @@
 """Every data format reaches training through load_task (one loader path)."""
 
+import dataclasses
+
 import pytest
 
 from geostrata.data.synthetic import synthesize
 from geostrata.data.targets import AlignTargetBuilder
+from geostrata.errors import ConfigError
 from geostrata.knowledge import KnowledgeBase
 from geostrata.knowledge.encoder import HashingEncoder
 from geostrata.session.experiment import DataConfig
@@ -26,9 +29,9 @@ def test_synthetic_task_has_questions_captions_and_truth(syn):
     assert all(r["task"] == "caption" for r in captions)
     assert all(r["image_path"] in task.truths for r in task.train + task.eval)
     assert any(r["question"] == CAPTION_QUESTION for r in task.train)
-    limited = load_task(DataConfig(kind="synthetic", root=str(syn), max_train=5, captions=False))
+    limited = load_task(DataConfig(kind="synthetic", root=str(syn), max_train=5, tasks=["vqa"]))
     assert len(limited.train) == 5
-    assert "caption" not in {r["qtype"] for r in limited.eval}
+    assert "caption" not in {r["qtype"] for r in limited.train + limited.eval}
 
 
 def test_scene_folders_become_scene_questions_with_resolvable_labels(syn):
@@ -70,3 +73,5 @@ def test_rsvqa_and_instruction_files(tmp_path):
         eval_split="instruct.json",
     )
     assert len(load_task(cfg).train) == 1 + 2 + 3  # one sample per (human, gpt) turn
+    with pytest.raises(ConfigError, match="selects none of the 6 training records"):
+        load_task(dataclasses.replace(cfg, tasks=["ground"]))

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from geostrata.atomic import write_text_atomic
+from geostrata.boxes import strip_boxes
 from geostrata.errors import CheckpointError, GeoStrataError, InputError
 from geostrata.model.imaging import (  # noqa: F401 - load_image, letterbox: re-exported
     BandInput,
@@ -269,7 +270,10 @@ class GeoStrataProcessor:
         if images is not None:
             batch["pixel_values"] = self.image_processor(images)  # (B, C, S, S)
         if self.question_encoder is not None:
-            emb = np.asarray(self.question_encoder(list(questions)), dtype=np.float32)  # (B, Dk)
+            # boxes say nothing to a sentence encoder and make every region question a new text
+            # (encoded alone, past any cache): the question is embedded without them
+            texts = [strip_boxes(q) for q in questions]
+            emb = np.asarray(self.question_encoder(texts), dtype=np.float32)  # (B, Dk)
             batch["question_embeds"] = torch.from_numpy(emb)
         return batch
 

@@ -8,6 +8,7 @@ next to the weights so a run can be reproduced and resumed.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,10 @@ DATA_KINDS = (
     "dior_rsvg",
     "vrsbench",
 )
+# The tasks a sample record may belong to (its "task" key, "vqa" when absent): VQA questions,
+# scene classification, captions, grounding (expression -> box), region description (box ->
+# text) and multi-turn chat (turns with their earlier turns as history).
+TASKS = ("vqa", "cls", "caption", "ground", "region", "chat")
 
 
 @dataclass
@@ -60,7 +65,9 @@ class DataConfig:
     # label-map table of the knowledge base (ucmerced, aid, nlcd, ...) for the folder kind; empty:
     # labels resolve by entry name and synonym (any label set trains, see docs/data.md)
     dataset: str = ""
-    captions: bool = True  # add "Describe the image." turns where captions exist (synthetic)
+    # which tasks (TASKS) the train and eval records hold; None: every task the data set has,
+    # except that a synthetic folder then gives vqa and caption (name ground / region / chat)
+    tasks: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in DATA_KINDS:
@@ -74,8 +81,36 @@ class DataConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"data.{name} must be an integer >= 0, got {value!r}")
-        if not isinstance(self.captions, bool):
-            raise ConfigError(f"data.captions must be true or false, got {self.captions!r}")
+        if self.tasks is not None:
+            self.tasks = check_tasks(self.tasks)
+
+
+def check_tasks(tasks: object) -> list[str]:
+    """`data.tasks` as a list of known, distinct task names, or a ConfigError saying why not."""
+    if isinstance(tasks, str) or not isinstance(tasks, list | tuple) or not tasks:
+        raise ConfigError(f"data.tasks must be a non-empty list of task names {list(TASKS)}, "
+                          f"got {tasks!r}")  # fmt: skip
+    for name in tasks:
+        if name not in TASKS:
+            close = difflib.get_close_matches(str(name), TASKS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known tasks: {', '.join(TASKS)}"
+            raise ConfigError(f"data.tasks: unknown task {name!r}; {hint}")
+    if len(set(tasks)) != len(tasks):
+        raise ConfigError(f"data.tasks names a task twice: {list(tasks)}")
+    return list(tasks)
+
+
+def legacy_data(data: object) -> object:
+    """A data section of a config saved before `data.tasks`: `captions: false` meant a synthetic
+    folder's questions without its captions (other kinds had none to leave out)."""
+    if not isinstance(data, dict) or "captions" not in data:
+        return data
+    data = dict(data)
+    captions = data.pop("captions")
+    synthetic = data.get("kind", "synthetic") == "synthetic"
+    if captions is False and data.get("tasks") is None and synthetic:
+        data["tasks"] = ["vqa"]
+    return data
 
 
 def _stage1_default() -> TrainConfig:
@@ -150,7 +185,8 @@ class ExperimentConfig:
         try:
             check_known_keys(data, section_keys(""), source)
             if "data" in kwargs:
-                kwargs["data"] = _build(DataConfig, kwargs["data"], f"{source}: data")
+                section = legacy_data(kwargs["data"])
+                kwargs["data"] = _build(DataConfig, section, f"{source}: data")
             for stage in ("stage1", "stage2"):
                 if stage in kwargs:
                     defaults = getattr(cls(), stage).to_dict()

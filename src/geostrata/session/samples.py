@@ -7,6 +7,7 @@ what training and evaluation need: image path, question, answer, question type, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,14 +15,19 @@ from typing import Any
 from geostrata.boxes import Box
 from geostrata.data.targets import Truth
 from geostrata.knowledge.schema import spoken
+from geostrata.errors import AnnotationError, ConfigError
+
+# the task prompts of captioning, grounding (expression -> box) and region description (box ->
+# text) live in geostrata.prompts (the synthetic writer needs them below this layer); they are
+# re-exported here, where loaders and evaluation take them from
+from geostrata.prompts import CAPTION_QUESTION as CAPTION_QUESTION
+from geostrata.prompts import GROUND_TEMPLATE as GROUND_TEMPLATE
+from geostrata.prompts import REGION_TEMPLATE as REGION_TEMPLATE
+from geostrata.prompts import ground_question as ground_question
+from geostrata.prompts import region_question as region_question
 from geostrata.session.experiment import DataConfig
 
 SCENE_QUESTION = "What type of scene is this?"
-CAPTION_QUESTION = "Describe this image in one sentence."
-# the task prompts of grounding (expression -> box) and region description (box -> text); boxes
-# are written as geostrata.boxes has them, {<x1><y1><x2><y2>} in 0-100 (GeoChat / VRSBench)
-GROUND_TEMPLATE = "[refer] Where is {expression}? Answer with a box."
-REGION_TEMPLATE = "[region] Describe the area {box}."
 
 
 @dataclass
@@ -44,23 +50,14 @@ class TaskData:
         return texts + [scene_answer(c) for c in self.scene_classes]
 
 
-def ground_question(expression: str) -> str:
-    """The grounding prompt for a referring expression ("the small red car left of the pond")."""
-    return GROUND_TEMPLATE.format(expression=expression.strip().rstrip("?."))
-
-
-def region_question(box: Box) -> str:
-    """The region-description prompt for a box."""
-    return REGION_TEMPLATE.format(box=box.text())
-
-
 def scene_answer(label: str) -> str:
     """How a scene class is spoken: "parking_lot" -> "parking lot"."""
     return spoken(label)
 
 
 def load_task(cfg: DataConfig) -> TaskData:
-    """Read the configured data set (see DataConfig.kind) into a TaskData."""
+    """Read the configured data set (see DataConfig.kind) into a TaskData, keeping the records
+    of the tasks `cfg.tasks` names (train and eval alike; all of them when it is None)."""
     loaders = {
         "synthetic": _synthetic,
         "rsvqa": _rsvqa,
@@ -72,36 +69,67 @@ def load_task(cfg: DataConfig) -> TaskData:
         "vrsbench": _vrsbench,
     }
     task = loaders[cfg.kind](cfg)
+    if cfg.tasks is not None:
+        task.train = select_tasks(task.train, cfg.tasks, "training")
+        task.eval = select_tasks(task.eval, cfg.tasks, "evaluation")
     task.train = _cap(task.train, cfg.max_train)
     task.eval = _cap(task.eval, cfg.max_eval)
     return task
+
+
+def record_task(record: dict[str, Any]) -> str:
+    """The task a record belongs to (its "task" key; "vqa" when it has none)."""
+    return str(record.get("task", "vqa"))
+
+
+def select_tasks(
+    records: list[dict[str, Any]], tasks: Sequence[str], what: str
+) -> list[dict[str, Any]]:
+    """The records of the named tasks; a ConfigError when records were there but none is of a
+    named task (a config asking for what the data set does not have)."""
+    kept = [r for r in records if record_task(r) in tasks]
+    if records and not kept:
+        found = sorted({record_task(r) for r in records})
+        raise ConfigError(f"data.tasks {list(tasks)} selects none of the {len(records)} {what} "
+                        f"records: this data set has the tasks {found}")  # fmt: skip
+    return kept
 
 
 def _cap(records: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     return records[:limit] if limit else records
 
 
+SYNTHETIC_TASKS = ("ground", "region", "chat")  # beside vqa and caption: instruct/{split}_{task}
+SYNTHETIC_DEFAULT = ("vqa", "caption")  # what a synthetic folder gives when data.tasks is unset
+
+
 def _synthetic(cfg: DataConfig) -> TaskData:
+    """A `geostrata data synth` folder: its RSVQA questions, captions and the grounding, region
+    and chat entries, each read only when `cfg.tasks` names it (unset: SYNTHETIC_DEFAULT)."""
     from geostrata.data import RSVQADataset
     from geostrata.data.synthetic import Holdout, load_annotations, load_meta
+
+    wanted = cfg.tasks if cfg.tasks is not None else SYNTHETIC_DEFAULT
 
     root = Path(cfg.root)
     meta = load_meta(root)
     held = Holdout.from_dict(meta.get("holdout"))
     truths: dict[str, Truth] = {}
-    captions: dict[str, list[dict[str, Any]]] = {}
-    for split in (cfg.train_split, cfg.eval_split):
-        for ann in load_annotations(root, split).values():
-            path = str(root / ann["image"])
-            truths[path] = Truth.from_annotation(ann)
-            captions.setdefault(split, []).append(
-                _caption_record(path, str(ann["id"]), ann["caption"])
-            )
-    train = list(RSVQADataset(root, cfg.train_split, prefix="SYN").records)
-    test = list(RSVQADataset(root, cfg.eval_split, prefix="SYN").records)
-    if cfg.captions:  # trained on, and scored against their references (evaluate/captioning)
-        train += captions.get(cfg.train_split, [])
-        test += captions.get(cfg.eval_split, [])
+    records: dict[str, list[dict[str, Any]]] = {}
+    for split in dict.fromkeys((cfg.train_split, cfg.eval_split)):
+        annotations = load_annotations(root, split).values()
+        for ann in annotations:
+            truths[str(root / ann["image"])] = Truth.from_annotation(ann)
+        found = []
+        if "vqa" in wanted:
+            found += RSVQADataset(root, split, prefix="SYN").records
+        if "caption" in wanted:
+            found += [_caption_record(str(root / a["image"]), str(a["id"]), [a["caption"]])
+                      for a in annotations]  # fmt: skip
+        for name in SYNTHETIC_TASKS:
+            if name in wanted:
+                found += synthetic_task_records(root, split, name)
+        records[split] = found
     labels = {
         "scene": meta["scene_classes"],
         "region": meta["land_covers"],
@@ -109,8 +137,8 @@ def _synthetic(cfg: DataConfig) -> TaskData:
     }
     return TaskData(
         "synthetic",
-        train,
-        test,
+        records[cfg.train_split],
+        records[cfg.eval_split],
         truths,
         labels,
         list(meta["scene_classes"]),
@@ -118,16 +146,56 @@ def _synthetic(cfg: DataConfig) -> TaskData:
     )
 
 
-def _caption_record(path: str, image_id: str, caption: str) -> dict[str, Any]:
-    """A caption turn in the record convention: `answer` one reference, `references` all."""
+def synthetic_task_records(root: Path, split: str, task: str) -> list[dict[str, Any]]:
+    """The records of one synthetic task file (instruct/{split}_{task}.json, conversations read
+    by data/instruct.py): ground with `box` and `expression`, region with `box` and
+    `references`, chat one record per turn with the dialogue's earlier turns as `history`."""
+    from geostrata.data import InstructionDataset
+    from geostrata.data.synthetic.files import load_task_entries, task_path
+
+    entries = load_task_entries(root, split, task)
+    out: list[dict[str, Any]] = []
+    history: dict[str, list[list[str]]] = {}
+    for sample in InstructionDataset(task_path(root, split, task), root).records:
+        entry = entries[sample["id"]]
+        record = {
+            "image_path": sample["image_path"],
+            "image_id": entry["id"].partition(":")[0],
+            "question_id": sample["question_id"],
+            "question": sample["question"],
+            "answer": sample["answer"],
+            "task": task,
+            "qtype": task,
+            "level": "object",
+        }
+        if task in ("ground", "region"):
+            record["box"] = Box.of(entry["box"]).as_list()
+        if task == "ground":
+            record["expression"] = entry["expression"]
+        elif task == "region":
+            record |= {"level": entry["level"], "references": list(entry["references"])}
+        else:
+            turn, earlier = sample["turn"], history.setdefault(entry["id"], [])
+            if turn >= min(len(entry["kinds"]), len(entry["levels"])):
+                raise AnnotationError(f"{task_path(root, split, task)}: entry {entry['id']!r}: "
+                                      f"kinds / levels name fewer turns than it has")  # fmt: skip
+            record |= {"level": entry["levels"][turn], "kind": entry["kinds"][turn],
+                       "dialogue": entry["id"], "turn": turn,
+                       "history": [list(t) for t in earlier]}  # fmt: skip
+            earlier.append([sample["question"], sample["answer"]])
+        out.append(record)
+    return out
+
+
+def _caption_record(path: str, image_id: str, captions: list[str]) -> dict[str, Any]:
     return {
         "image_path": path,
         "image_id": image_id,
         "question_id": f"caption:{image_id}",
         "question": CAPTION_QUESTION,
-        "answer": caption,
-        "references": [caption],
+        "answer": captions[0],
         "task": "caption",
+        "references": list(captions),
         "qtype": "caption",
         "level": "scene",
     }

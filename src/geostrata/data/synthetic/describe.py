@@ -37,7 +37,7 @@ def article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _listing(counts: dict[str, int]) -> str:
+def listing(counts: dict[str, int]) -> str:
     """'12 buildings, 5 cars and 1 tree': the three most numerous countable classes."""
     things = sorted((k for k in COUNTABLE if counts[k]), key=lambda k: -counts[k])[:3]
     parts = [f"{counts[k]} {plural(k) if counts[k] > 1 else spaced(k)}" for k in things]
@@ -52,7 +52,7 @@ def caption(annotation: dict) -> str:
     attrs = annotation["attributes"]
     head = f"{attrs['density']} {'urban' if attrs['urban'] else 'rural'} "
     head += spaced(annotation["scene"])
-    text = f"{article(head).capitalize()} {head} scene with {_listing(counts)}"
+    text = f"{article(head).capitalize()} {head} scene with {listing(counts)}"
     for name in ("road", "runway"):
         if counts[name] == 1:
             text += f", crossed by {article(name)} {name}"

@@ -43,6 +43,13 @@ ROOFS = np.array([[165, 82, 62], [118, 118, 124], [82, 76, 80], [142, 102, 72], 
 CARS = np.array([[228, 228, 228], [34, 34, 38], [172, 36, 36], [40, 72, 152], [172, 172, 178]])
 HULLS = np.array([[236, 236, 236], [160, 160, 165], [150, 44, 36], [28, 28, 30], [205, 120, 40]])
 COURTS = np.array([[70, 140, 82], [186, 96, 66], [56, 96, 166], [150, 72, 60]])
+# What each palette row is called (referring expressions, region descriptions, dialogues); the
+# look of an image (light, haze) shifts the pixels, never the name.
+ROOF_NAMES = ("red", "grey", "dark grey", "brown", "white")
+FLAT_ROOF = "white"  # large buildings have flat pale roofs
+CAR_NAMES = ("white", "black", "red", "blue", "grey")
+HULL_NAMES = ("white", "grey", "red", "black", "orange")
+COURT_NAMES = ("green", "orange", "blue", "red")
 
 
 @dataclass
@@ -76,6 +83,7 @@ class Shape:
 
     body: np.ndarray
     ops: list[tuple[np.ndarray, np.ndarray, float]]
+    colour: str = ""  # the colour name of the body's paint, where it has one (draw.*_NAMES)
 
 
 def _new(size: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:

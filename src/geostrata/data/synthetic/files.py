@@ -3,7 +3,8 @@
 Layout under the output folder (the shared data contract):
 meta.json, images/{id}.png, scenes/{scene}/{id}.png (hard links), splits/{split}.txt,
 annotations/{split}.jsonl, rsvqa/SYN_split_{split}_{questions,answers,images}.json,
-instruct/{split}.json (LLaVA/GeoChat conversations).
+instruct/{split}.json (LLaVA/GeoChat conversations), instruct/{split}_{task}.json for the
+grounding, region-description and dialogue tasks (tasks.py says what their entries hold).
 """
 
 import json
@@ -14,13 +15,14 @@ from pathlib import Path
 
 from geostrata.atomic import write_text_atomic
 from geostrata.data.synthetic.questions import Question
+from geostrata.data.synthetic.tasks import TASK_FILES, TaskItems, task_entries
 from geostrata.errors import AnnotationError, DatasetNotFoundError
+from geostrata.prompts import CAPTION_QUESTION
 from geostrata.textio import read_utf8
 
 GENERATOR = "geostrata.synthetic"
-VERSION = 1
+VERSION = 2  # 2: objects' colour and cover, land-cover areas, the ground / region / chat files
 OUTPUTS = ("images", "scenes", "splits", "annotations", "rsvqa", "instruct")
-CAPTION_PROMPT = "Describe this image in one sentence."
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class ImageRecord:
 
     annotation: dict
     questions: list[Question]
+    tasks: TaskItems = TaskItems((), (), ())
 
 
 def write_json(path: Path, obj: object, indent: int | None = None) -> None:
@@ -57,8 +60,11 @@ def write_split(root: Path, split: str, records: list[ImageRecord], first_qid: i
     lines = [json.dumps(r.annotation, ensure_ascii=False) for r in records]
     write_text_atomic(root / "annotations" / f"{split}.jsonl", "".join(f"{ln}\n" for ln in lines))
     images, questions, answers, instruct = [], [], [], []
+    entries: dict[str, list[dict]] = {task: [] for task in TASK_FILES}
     qid = first_qid
     for r in records:
+        for task, made in task_entries(r.annotation, r.tasks).items():
+            entries[task] += made
         img_id, qids = r.annotation["id"], []
         for q in r.questions:
             questions.append({"id": qid, "img_id": img_id, "type": q.qtype,
@@ -74,14 +80,21 @@ def write_split(root: Path, split: str, records: list[ImageRecord], first_qid: i
     write_json(Path(f"{prefix}_answers.json"), {"answers": answers})
     write_json(Path(f"{prefix}_images.json"), {"images": images})
     write_json(root / "instruct" / f"{split}.json", instruct)
+    for task in TASK_FILES:
+        write_json(task_path(root, split, task), entries[task])
     return qid
+
+
+def task_path(root: str | Path, split: str, task: str) -> Path:
+    """Where a split's entries of one task (ground, region, chat) are."""
+    return Path(root) / "instruct" / f"{split}_{task}.json"
 
 
 def _conversation(record: ImageRecord) -> dict:
     """LLaVA/GeoChat form: the questions as turns, then a caption request as the last turn."""
     turns = []
     pairs = [(q.question, q.answer) for q in record.questions]
-    pairs.append((CAPTION_PROMPT, record.annotation["caption"]))
+    pairs.append((CAPTION_QUESTION, record.annotation["caption"]))
     for i, (question, answer) in enumerate(pairs):
         prompt = f"<image>\n{question}" if i == 0 else question
         turns += [{"from": "human", "value": prompt}, {"from": "gpt", "value": answer}]
@@ -154,4 +167,54 @@ def load_annotations(root: str | Path, split: str) -> dict[int, dict]:
         if ann["id"] in out:  # a second line would silently replace the first
             raise AnnotationError(f"{path}:{lineno}: key 'id': duplicate image id {ann['id']}")
         out[ann["id"]] = ann
+    return out
+
+
+TASK_KEYS: dict[str, dict[str, type]] = {
+    "ground": {"expression": str, "box": list},
+    "region": {"box": list, "level": str, "references": list},
+    "chat": {"kinds": list, "levels": list},
+}
+
+
+def load_task_entries(root: str | Path, split: str, task: str) -> dict[str, dict]:
+    """Read instruct/{split}_{task}.json into {entry id: entry}, checking the extra keys of its
+    task (tasks.py); the conversations themselves are read by data/instruct.py."""
+    from geostrata.boxes import Box
+    from geostrata.errors import InputError
+
+    path = task_path(root, split, task)
+    if not path.is_file():
+        raise DatasetNotFoundError(f"{path} not found: the benchmark in {root} predates the "
+                                   "grounding / region / chat tasks (or was cut); synthesize "
+                                   "it again (`geostrata data synth`)")  # fmt: skip
+    try:
+        document = json.loads(read_utf8(path, AnnotationError))
+    except json.JSONDecodeError as e:
+        raise AnnotationError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+    if not isinstance(document, list):
+        raise AnnotationError(f"{path}: expected a list of conversation entries")
+    out: dict[str, dict] = {}
+    for i, entry in enumerate(document):
+        where = f"{path}: entry {i}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            raise AnnotationError(f"{where}: expected an object with a string 'id'")
+        for key, kind in {"task": str, **TASK_KEYS[task]}.items():
+            if not isinstance(entry.get(key), kind):
+                raise AnnotationError(f"{where}: key {key!r} must be a {kind.__name__}, "
+                                      f"got {entry.get(key)!r:.60}")  # fmt: skip
+        if entry["task"] != task:
+            raise AnnotationError(f"{where}: key 'task' is {entry['task']!r}, expected {task!r}")
+        if "box" in entry:
+            try:
+                Box.of(entry["box"])
+            except InputError as e:
+                raise AnnotationError(f"{where}: key 'box': {e}") from e
+        lists = [entry[k] for k in ("references", "kinds", "levels") if k in entry]
+        if not all(v and all(isinstance(x, str) for x in v) for v in lists):
+            raise AnnotationError(f"{where}: references / kinds / levels must be non-empty "
+                                  "lists of strings")  # fmt: skip
+        if entry["id"] in out:
+            raise AnnotationError(f"{where}: key 'id': duplicate entry id {entry['id']!r}")
+        out[entry["id"]] = entry
     return out

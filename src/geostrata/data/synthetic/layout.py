@@ -156,3 +156,55 @@ def cover_grid(mask: np.ndarray, grid: int) -> list[list[str]]:
             row.append(LAND_COVERS[int(np.argmax(counts))])
         rows.append(row)
     return rows
+
+
+AREA_CELLS = 16  # land-cover areas are found on a 16 x 16 grid of majority cells
+MIN_AREA_CELLS = 6  # smaller connected patches (< ~2% of the image) are not areas
+MAX_AREAS = 4
+MIN_INSIDE = 0.05  # covers below this share of an area's box are not listed in it
+
+
+def cover_areas(mask: np.ndarray) -> list[dict]:
+    """The largest connected land-cover areas (at most MAX_AREAS, largest first): each its
+    `cover`, pixel `box` [x0, y0, x1, y1] (x1, y1 exclusive, like object boxes), `cells` (its
+    size on the AREA_CELLS grid) and `inside`: the share of each cover among the box's pixels
+    (those >= MIN_INSIDE, largest first), so a description can say what else lies in the box."""
+    grid = cover_grid(mask, AREA_CELLS)
+    edges = np.linspace(0, mask.shape[0], AREA_CELLS + 1).astype(int)
+    areas = []
+    for cover, cells in _components(grid):
+        if len(cells) < MIN_AREA_CELLS:
+            continue
+        rows, cols = [r for r, _ in cells], [c for _, c in cells]
+        box = [int(edges[min(cols)]), int(edges[min(rows)]),
+               int(edges[max(cols) + 1]), int(edges[max(rows) + 1])]  # fmt: skip
+        counts = np.bincount(mask[box[1] : box[3], box[0] : box[2]].ravel(),
+                             minlength=len(LAND_COVERS))  # fmt: skip
+        shares = counts / max(int(counts.sum()), 1)
+        order = np.argsort(-shares, kind="stable")
+        inside = {LAND_COVERS[i]: round(float(shares[i]), 3) for i in order
+                  if shares[i] >= MIN_INSIDE}  # fmt: skip
+        areas.append({"cover": cover, "box": box, "cells": len(cells), "inside": inside})
+    areas.sort(key=lambda a: -a["cells"])  # stable: ties keep grid order
+    return areas[:MAX_AREAS]
+
+
+def _components(grid: list[list[str]]) -> list[tuple[str, list[tuple[int, int]]]]:
+    """4-connected groups of equal cells, in row-major order of their first cell."""
+    n, seen, out = len(grid), set(), []
+    for r0 in range(n):
+        for c0 in range(n):
+            if (r0, c0) in seen:
+                continue
+            cover, stack, cells = grid[r0][c0], [(r0, c0)], []
+            seen.add((r0, c0))
+            while stack:
+                r, c = stack.pop()
+                cells.append((r, c))
+                for rr, cc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+                    if 0 <= rr < n and 0 <= cc < n and (rr, cc) not in seen:
+                        if grid[rr][cc] == cover:
+                            seen.add((rr, cc))
+                            stack.append((rr, cc))
+            out.append((cover, cells))
+    return out

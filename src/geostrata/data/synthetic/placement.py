@@ -25,6 +25,7 @@ from geostrata.data.synthetic.draw import (
 )
 from geostrata.data.synthetic.layout import COVER_INDEX
 from geostrata.data.synthetic.shapes import MAKERS, car
+from geostrata.data.synthetic.vocab import LAND_COVERS
 
 ATTEMPTS = 40
 
@@ -191,4 +192,11 @@ def _fits(canvas: Canvas, body: np.ndarray, lut: np.ndarray, name: str) -> bool:
 def _accept(canvas: Canvas, shape: Shape, name: str, spacing: bool) -> None:
     paint(canvas, shape)
     canvas.occupied |= dilate(shape.body) if spacing else shape.body
-    canvas.objects.append({"class": name, "box": box_of(shape.body)})
+    obj = {"class": name, "box": box_of(shape.body), "cover": _cover_under(canvas, shape.body)}
+    canvas.objects.append(obj | ({"colour": shape.colour} if shape.colour else {}))
+
+
+def _cover_under(canvas: Canvas, body: np.ndarray) -> str:
+    """The land cover most of an object's body stands on (ties: first in LAND_COVERS)."""
+    votes = np.bincount(canvas.mask[body], minlength=len(LAND_COVERS))
+    return LAND_COVERS[int(np.argmax(votes))]

@@ -14,7 +14,13 @@ import numpy as np
 
 from geostrata.data.synthetic.describe import attributes, caption
 from geostrata.data.synthetic.draw import DEFAULT_SIZE, PLACE_ORDER, Canvas
-from geostrata.data.synthetic.layout import Layout, cover_fractions, cover_grid, make_layout
+from geostrata.data.synthetic.layout import (
+    Layout,
+    cover_areas,
+    cover_fractions,
+    cover_grid,
+    make_layout,
+)
 from geostrata.data.synthetic.placement import paint_linear, place, plan_linear
 from geostrata.data.synthetic.recipes import Recipe, recipes
 from geostrata.data.synthetic.render import apply_look, background, draw_look
@@ -126,6 +132,7 @@ def generate_image(spec: ImageSpec) -> GeneratedImage:
         "regions": {
             "fractions": cover_fractions(canvas.mask),
             "grid": cover_grid(canvas.mask, spec.grid),
+            "areas": cover_areas(canvas.mask),
         },
         "objects": canvas.objects,
         "attributes": attributes(canvas.objects),

@@ -10,9 +10,14 @@ from collections.abc import Callable
 import numpy as np
 
 from geostrata.data.synthetic.draw import (
+    CAR_NAMES,
     CARS,
+    COURT_NAMES,
     COURTS,
+    FLAT_ROOF,
+    HULL_NAMES,
     HULLS,
+    ROOF_NAMES,
     ROOFS,
     Canvas,
     Point,
@@ -51,17 +56,18 @@ def building(rng: np.random.Generator, canvas: Canvas, c: Point, extent: float) 
     body = polygon(s, corners)
     ops = [(_shadow(canvas, corners, extent * rng.uniform(0.15, 0.3)), SHADOW, 0.5)]
     if extent < 12 * canvas.scale:
-        roof = _jitter(rng, ROOFS[rng.integers(len(ROOFS))])
+        pick = int(rng.integers(len(ROOFS)))
+        roof = _jitter(rng, ROOFS[pick])
         half = rect(along(c, angle + math.pi / 2, width / 4), extent, width / 2, angle)
         ops += [(body, roof, 1.0), (polygon(s, half) & body, roof * 0.75, 1.0)]
-    else:
-        roof = _jitter(rng, np.array([196, 200, 206]), 14.0)
-        ops.append((body, roof, 1.0))
-        for _ in range(int(rng.integers(1, 4))):
-            u = along(c, angle, rng.uniform(-0.3, 0.3) * extent)
-            unit = rect(u, extent * 0.15, width * 0.25, angle)
-            ops.append((polygon(s, unit) & body, roof * 0.7, 1.0))
-    return Shape(body, ops)
+        return Shape(body, ops, ROOF_NAMES[pick])
+    roof = _jitter(rng, np.array([196, 200, 206]), 14.0)
+    ops.append((body, roof, 1.0))
+    for _ in range(int(rng.integers(1, 4))):
+        u = along(c, angle, rng.uniform(-0.3, 0.3) * extent)
+        unit = rect(u, extent * 0.15, width * 0.25, angle)
+        ops.append((polygon(s, unit) & body, roof * 0.7, 1.0))
+    return Shape(body, ops, FLAT_ROOF)
 
 
 def car(rng: np.random.Generator, canvas: Canvas, c: Point, extent: float, angle: float) -> Shape:
@@ -69,12 +75,13 @@ def car(rng: np.random.Generator, canvas: Canvas, c: Point, extent: float, angle
     length = max(3.0, extent)
     corners = rect(c, length, max(2.0, length * 0.45), angle)
     body = polygon(canvas.size, corners)
-    colour = _jitter(rng, CARS[rng.integers(len(CARS))], 8.0)
+    pick = int(rng.integers(len(CARS)))
+    colour = _jitter(rng, CARS[pick], 8.0)
     ops = [(body, colour, 1.0)]
     if length >= 5:
         glass = rect(along(c, angle, length * 0.15), length * 0.2, length * 0.45, angle)
         ops.append((polygon(canvas.size, glass) & body, colour * 0.45, 1.0))
-    return Shape(body, ops)
+    return Shape(body, ops, CAR_NAMES[pick])
 
 
 def ship(rng: np.random.Generator, canvas: Canvas, c: Point, extent: float) -> Shape:
@@ -90,11 +97,12 @@ def ship(rng: np.random.Generator, canvas: Canvas, c: Point, extent: float) -> S
     wake = [along(stern, angle + math.pi / 2, beam), along(stern, angle - math.pi / 2, beam),
             along(along(stern, angle, -extent * 0.7), angle - math.pi / 2, beam * 2),
             along(along(stern, angle, -extent * 0.7), angle + math.pi / 2, beam * 2)]  # fmt: skip
-    hull_rgb = _jitter(rng, HULLS[rng.integers(len(HULLS))], 8.0)
+    pick = int(rng.integers(len(HULLS)))
+    hull_rgb = _jitter(rng, HULLS[pick], 8.0)
     deck = rect(along(c, angle, -extent * 0.22), extent * 0.25, beam * 1.2, angle)
     ops = [(polygon(s, wake) & ~body, WHITE, 0.12), (body, hull_rgb, 1.0),
            (polygon(s, deck) & body, _jitter(rng, WHITE * 0.92, 6.0), 1.0)]  # fmt: skip
-    return Shape(body, ops)
+    return Shape(body, ops, HULL_NAMES[pick])
 
 
 def airplane(rng: np.random.Generator, canvas: Canvas, c: Point, extent: float) -> Shape:
@@ -142,8 +150,9 @@ def sports_court(rng: np.random.Generator, canvas: Canvas, c: Point, extent: flo
     lines = polygon(s, rect(c, extent - 2, width - 2, angle), outline=True)
     half = width / 2 - 1
     lines |= line(s, along(c, angle + math.pi / 2, half), along(c, angle - math.pi / 2, half), 1)
-    surface = _jitter(rng, COURTS[rng.integers(len(COURTS))], 8.0)
-    return Shape(body, [(body, surface, 1.0), (lines & body, WHITE, 1.0)])
+    pick = int(rng.integers(len(COURTS)))
+    surface = _jitter(rng, COURTS[pick], 8.0)
+    return Shape(body, [(body, surface, 1.0), (lines & body, WHITE, 1.0)], COURT_NAMES[pick])
 
 
 MAKERS: dict[str, Callable[..., Shape]] = {

@@ -26,6 +26,7 @@ from geostrata.data.synthetic.files import (
 from geostrata.data.synthetic.holdout import Holdout
 from geostrata.data.synthetic.questions import AnswerBalancer, make_questions
 from geostrata.data.synthetic.scene import ImageSpec, generate_image, plan_split
+from geostrata.data.synthetic.tasks import make_tasks
 from geostrata.data.synthetic.vocab import (
     AREA_BINS,
     COUNT_BINS,
@@ -119,15 +120,18 @@ def _render_all(root: Path, specs: list[ImageSpec], workers: int, progress: bool
 
 
 def ask(
-    seed: int, annotations: list[dict], hidden: frozenset[str] = frozenset()
+    seed: int, annotations: list[dict], size: int, hidden: frozenset[str] = frozenset()
 ) -> list[ImageRecord]:
-    """Questions for one split, image by image in id order through one balancer (``hidden``:
-    object classes no question names)."""
+    """Questions and task items (grounding, regions, dialogues) for one split, image by image in
+    id order, the questions through one balancer (``size``: the image side in pixels;
+    ``hidden``: object classes no question names)."""
     balancer = AnswerBalancer()
     records = []
     for ann in annotations:
         rng = np.random.default_rng([seed, ann["id"], 1])  # independent of the render stream
-        records.append(ImageRecord(ann, make_questions(rng, ann, balancer, hidden)))
+        questions = make_questions(rng, ann, balancer, hidden)
+        tasks = make_tasks(np.random.default_rng([seed, ann["id"], 2]), ann, size, hidden)
+        records.append(ImageRecord(ann, questions, tasks))
     return records
 
 
@@ -190,7 +194,7 @@ def synthesize(
     qid = 0
     hidden = {"train": frozenset(holdout.objects), "test": frozenset()}
     for split, part in (("train", annotations[:n_train]), ("test", annotations[n_train:])):
-        qid = write_split(root, split, ask(seed, part, hidden[split]), qid)
+        qid = write_split(root, split, ask(seed, part, size, hidden[split]), qid)
     write_json(root / "meta.json", meta(cfg), indent=2)
     (root / IN_PROGRESS).unlink()
     return root
