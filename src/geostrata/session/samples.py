@@ -14,8 +14,8 @@ from typing import Any
 
 from geostrata.boxes import Box
 from geostrata.data.targets import Truth
-from geostrata.knowledge.schema import spoken
 from geostrata.errors import AnnotationError, ConfigError
+from geostrata.knowledge.schema import spoken
 
 # the task prompts of captioning, grounding (expression -> box) and region description (box ->
 # text) live in geostrata.prompts (the synthetic writer needs them below this layer); they are
