@@ -12,6 +12,7 @@ from rasterio.transform import from_origin
 
 from geostrata.data.raster import stack_bands
 from geostrata.errors import CheckpointError, ConfigError, InputError
+from geostrata.model.processing import GeoStrataProcessor
 from tests.geo.fixtures import ORIGIN, UTM
 
 # A 128 x 128 px (1.28 km) window of T33UUU with farm, meadow, forest and water chips
@@ -93,8 +94,8 @@ def test_init_from_starts_from_the_saved_weights_and_tokenizer(tmp_path, trained
     # not the seed's init, and BatchNorm statistics untouched by caching the tower's features
     assert all(torch.equal(state[k], v) for k, v in tensors.items())
     assert "every weight of the new model came from the saved one" in session.init.describe()
-    saved_vocab = json.loads((trained_model_dir / "tokenizer.json").read_text())["model"]["vocab"]
-    assert session.processor.tokenizer.get_vocab() == saved_vocab  # reused, not retrained
+    saved = GeoStrataProcessor.from_pretrained(trained_model_dir).tokenizer.get_vocab()
+    assert session.processor.tokenizer.get_vocab() == saved  # reused, not retrained
     assert session.cfg.init_from == str(trained_model_dir)
 
 

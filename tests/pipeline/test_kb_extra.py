@@ -37,7 +37,7 @@ ADDED = {
 PROFILE = {
     "n_train": 240, "n_test": 72, "stage1_steps": 20, "stage2_steps": 80, "batch_size": 32,
     "holdout": f"scene:{HELD_OUT}", "model": {"cue_text": True, "relation_weight": 4.0},
-    "overrides": ("data.captions=false",),
+    "overrides": ("data.tasks=[vqa]",),
 }  # fmt: skip
 
 
