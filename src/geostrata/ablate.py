@@ -74,12 +74,31 @@ ZEROSHOT_TABLES: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
+# `--profile tasks` (issue 16): the LLaVA baseline, the full model and its object level alone on
+# captioning, referring-expression grounding and region description (beside VQA).
+TASK_VARIANTS: dict[str, dict[str, Any]] = {
+    "llava baseline": VARIANTS["llava baseline"],
+    "full": VARIANTS["full"],
+    "single-level (object)": VARIANTS["single-level (object)"],
+}
+TASK_COLUMNS = (
+    "ground_acc50",
+    "ground_acc25",
+    "ground_miou",
+    "ground_unparseable",
+    "caption_cider",
+    "caption_bleu4",
+    "region_cider",
+    "vqa_oa",
+)
+
+
 def variants_for(profile: str) -> dict[str, dict[str, Any]]:
-    return ZEROSHOT_VARIANTS if profile == "zeroshot" else VARIANTS
+    return {"zeroshot": ZEROSHOT_VARIANTS, "tasks": TASK_VARIANTS}.get(profile, VARIANTS)
 
 
 def columns_for(profile: str) -> tuple[str, ...]:
-    return ZEROSHOT_COLUMNS if profile == "zeroshot" else COLUMNS
+    return {"zeroshot": ZEROSHOT_COLUMNS, "tasks": TASK_COLUMNS}.get(profile, COLUMNS)
 
 COLUMNS = (
     "vqa_oa",

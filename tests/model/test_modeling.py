@@ -93,6 +93,25 @@ def test_save_load_round_trip_is_identical(tmp_path, make_model, retriever, trai
     assert torch.equal(model(**train_batch).logits, back(**train_batch).logits)
 
 
+def test_a_folder_with_the_old_scalar_gates_loads(tmp_path, make_model, retriever, train_batch):
+    """Before FSDP2 support the retrieval gates were 0-d; such folders still load, exactly."""
+    from safetensors.torch import load_file, save_file
+
+    model = make_model()
+    model.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    gates = [k for k in tensors if k.endswith("gate")]
+    assert gates and all(tensors[k].shape == (1,) for k in gates)
+    save_file({k: v.reshape(()) if k in gates else v for k, v in tensors.items()},
+              tmp_path / "model.safetensors", metadata={"format": "pt"})  # fmt: skip
+    back = GeoStrataForConditionalGeneration.from_pretrained(tmp_path).eval()
+    back.attach_knowledge(retriever)
+    assert torch.equal(model(**train_batch).logits, back(**train_batch).logits)
+    fresh = make_model()  # torch's own load_state_dict (checkpoint restore) takes them too
+    fresh.load_state_dict({k: v.reshape(()) if k in gates else v for k, v in tensors.items()})
+    assert all(torch.equal(fresh.state_dict()[k], tensors[k]) for k in gates)
+
+
 def test_generate_with_and_without_cache_agree(make_model, prompt_batch):
     model = make_model()
     cached = model.generate(**prompt_batch, max_new_tokens=5, do_sample=False)

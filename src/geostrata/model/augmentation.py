@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,12 +77,13 @@ class LevelAugmentation(nn.Module):
         if self.active:  # retrieval off or k = 0 builds no retrieval weights at all
             self.query = nn.Linear(dk, dk)  # W_l: question -> query direction
             # b_l: starts nearly visual-only (offset 0.05) yet non-zero, so W_l learns from step 1
-            self.query_gate = nn.Parameter(torch.tensor(0.1))
+            # gates are shape (1,), not scalars: FSDP2 cannot shard a 0-d parameter
+            self.query_gate = nn.Parameter(torch.tensor([0.1]))
             self.cue_proj = nn.Linear(dk, d)
             self.question_proj = nn.Linear(dk, d)
             self.norm = nn.LayerNorm(d)
             self.attn = nn.MultiheadAttention(d, config.num_heads, batch_first=True)
-            self.gate = nn.Parameter(torch.tensor(float(config.gate_init)))
+            self.gate = nn.Parameter(torch.tensor([float(config.gate_init)]))
         self.register_buffer("entries", None, persistent=False)  # (N_l, Dk), set by attach()
         self.entry_ids: tuple[str, ...] = ()
         self.retriever: Retriever | None = None
@@ -89,6 +91,16 @@ class LevelAugmentation(nn.Module):
     @property
     def active(self) -> bool:
         return self.config.retrieval and self.config.top_k > 0
+
+    def _load_from_state_dict(
+        self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        """Model folders saved before the gates became shape (1,) hold them as scalars."""
+        for name in ("query_gate", "gate"):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and saved.dim() == 0:
+                state_dict[prefix + name] = saved.reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def attach(self, retriever: Retriever, device: torch.device) -> None:
         emb = np.asarray(retriever.level_embeddings(self.level), dtype=np.float32)  # (N_l, Dk)

@@ -21,7 +21,7 @@ _EXPORTS = {
     **{name: _SESSION for name in (
         "CONFIG_FILE", "MODEL_DIR", "PROCESSOR_DIR", "LoadedModel", "Session", "cache_features",
         "load_knowledge",
-        "load_model", "open_session", "prepare", "save_session",
+        "load_model", "open_session", "prepare", "rebuild_model", "save_session",
     )},
 }
 __all__ = sorted(_EXPORTS)

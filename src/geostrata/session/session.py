@@ -8,8 +8,9 @@ adds the data for evaluating it; `save_session` writes the folder those two read
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,8 @@ def load_model(
         Additions.restore(path / ADDED_DIR, knowledge)
     elif knowledge_extra:
         raise InputError("pass either a knowledge base or knowledge_extra files, not both")
-    model = GeoStrataForConditionalGeneration.from_pretrained(path, use_safetensors=True)
+    with _built_whole():  # after a ZeRO-3 training run, in the same process
+        model = GeoStrataForConditionalGeneration.from_pretrained(path, use_safetensors=True)
     processor = GeoStrataProcessor.from_pretrained(path, question_encoder=knowledge.encode_text)
     check_processor_matches(processor, model.config, path)
     default_dtype = "float32" if target.type == "cpu" else model.config.torch_dtype
@@ -218,11 +220,7 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
     the saved weights are loaded where names and shapes match (`session/finetune.py`); the
     session's `cfg` is the resolved one and `init` says what was newly initialised."""
     from geostrata.knowledge.additions import Additions
-    from geostrata.model import (
-        GeoStrataConfig,
-        GeoStrataForConditionalGeneration,
-        GeoStrataProcessor,
-    )
+    from geostrata.model import GeoStrataConfig, GeoStrataProcessor
 
     source = open_source(cfg.init_from) if cfg.init_from else None
     if source is not None:
@@ -251,14 +249,73 @@ def prepare(cfg: ExperimentConfig, show_progress: bool = True) -> Session:
         model_cfg = GeoStrataConfig.from_preset(
             cfg.preset, vocab_size=len(processor.tokenizer), **model_kwargs
         )
-    torch.manual_seed(cfg.seed)
-    model = GeoStrataForConditionalGeneration(model_cfg)
-    init = load_source_weights(model, source) if source is not None else None
+    model, init = build_model(cfg, model_cfg, source)
     if init is not None and is_main_process():
         print(init.describe())
     attach_knowledge(model, processor, knowledge)
     images, features = _caches(cfg, model, processor, task, show_progress)
     return Session(cfg, task, knowledge, processor, model, images, features, targets, added, init)
+
+
+def build_model(cfg: ExperimentConfig, model_cfg: Any, source: Any = None) -> tuple[Any, Any]:
+    """The run's model as initialised before any training: seeded by ``cfg.seed`` (so every call
+    builds the same weights), with `init_from`'s saved weights (``source``) loaded where they fit.
+    Returns (model, InitReport or None)."""
+    from geostrata.model import GeoStrataForConditionalGeneration
+
+    torch.manual_seed(cfg.seed)
+    with _built_whole():
+        model = GeoStrataForConditionalGeneration(model_cfg)
+    init = load_source_weights(model, source) if source is not None else None
+    return model, init
+
+
+@contextlib.contextmanager
+def _built_whole() -> Iterator[None]:
+    """Build the model whole even where an Accelerator with a ZeRO-3 DeepSpeed config exists (a
+    later stage): transformers would otherwise create the LLM already partitioned
+    (`zero.Init`), which the model's own initialisation cannot index. The first stage's model is
+    built before any Accelerator, so whole too; DeepSpeed partitions both in prepare."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref  # set by Accelerate's DeepSpeed plugin
+    config = ref() if ref is not None else None
+    if config is None or not config.is_zero3():
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(config)
+
+
+def rebuild_model(session: Session, trained: str | Path) -> None:
+    """Give ``session`` a new model, built as `prepare` built its first one, with a training
+    stage's saved state (``trained``: a checkpoint's safetensors of trainable weights and
+    buffers) loaded over it: the next stage then runs on a module no engine (DDP, FSDP,
+    DeepSpeed) has wrapped, hooked or sharded. The old model is dropped first (on a GPU two
+    copies of an LLM may not fit)."""
+    import gc
+
+    from geostrata.weights import load_safetensors_weights
+
+    model_cfg = session.model.config
+    session.model = None
+    if session.features is not None:
+        session.features.model = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    source = open_source(session.cfg.init_from) if session.cfg.init_from else None
+    model, _ = build_model(session.cfg, model_cfg, source)
+    result = load_safetensors_weights(model, trained, strict=False)
+    if result.unexpected:
+        raise CheckpointError(f"{trained} holds tensors the model lacks: {result.unexpected[:20]}")
+    attach_knowledge(model, session.processor, session.knowledge)
+    session.model = model
+    if session.features is not None:
+        session.features.model = model
 
 
 def _targets(knowledge: Any, task: TaskData) -> AlignTargetBuilder | None:

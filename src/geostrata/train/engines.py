@@ -143,6 +143,13 @@ class FSDPEngine(Engine):
         if isinstance(model, FSDPModule):  # sharded by an earlier train() (a previous stage):
             # Accelerate would shard it again and fail to find its (now FSDP) layer classes.
             return model, acc.prepare_optimizer(optimizer)
+        plugin = acc.state.fsdp_plugin
+        if getattr(plugin, "cpu_ram_efficient_loading", False) and _has_persistent_buffers(model):
+            # Accelerate's loading path for it broadcasts the state dict as if every entry were
+            # a sharded parameter and fails on buffers (e.g. BatchNorm statistics). Every process
+            # built the whole model already, so there is nothing for it to save here.
+            plugin.cpu_ram_efficient_loading = False
+            acc.print("note: fsdp_cpu_ram_efficient_loading off: the model has persistent buffers")
         return acc.prepare(model, optimizer)
 
     def canonical(self, named: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -197,7 +204,10 @@ class FSDPEngine(Engine):
             run.model,
             inner_optimizer(run.optimizer),
             optimizer_state_by(state, _optimizer_names(run), True),
-            options=StateDictOptions(full_state_dict=True),
+            # strict=False: a trainable parameter no step gave a gradient (e.g. the default
+            # question vector when no batch lacked a question) has no Adam state, in the
+            # checkpoint as in the uninterrupted run; it stays without one
+            options=StateDictOptions(full_state_dict=True, strict=False),
         )
 
 
@@ -249,6 +259,11 @@ class DeepSpeedEngine(Engine):
         )
         if loaded is None:
             raise CheckpointError(f"DeepSpeed could not load its checkpoint in {engine_dir}")
+
+
+def _has_persistent_buffers(model: torch.nn.Module) -> bool:
+    params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    return any(n not in params for n in model.state_dict())
 
 
 def _zero3_weights(run: Trainee) -> dict[str, torch.Tensor] | None:

@@ -142,6 +142,8 @@ def train(
     wall = time.perf_counter() - t0
     samples = (progress.step - start_step) * run.samples_per_step
     run.accelerator.unwrap_model(run.model, keep_fp32_wrapper=False)  # drop the autocast wrapper
+    if accelerator is None:  # this call's own engine ends with it (its wrappers, buffers, memory)
+        run.accelerator.free_memory()
     return TrainResult(
         progress.step, progress.history, wall, samples / max(wall, 1e-9), progress.last_checkpoint
     )
@@ -325,8 +327,13 @@ def _save(run: _Run, progress: Progress) -> Path:
         }
         assert state.weights is not None, "the engine gave the main process no weights"
         path = save_checkpoint(
-            cfg.output_dir, progress.step, state.weights, torch_states, trainer_state,
-            cfg.keep_last, staged=state.staged,
+            cfg.output_dir,
+            progress.step,
+            state.weights,
+            torch_states,
+            trainer_state,
+            cfg.keep_last,
+            staged=state.staged,
         )
     acc.wait_for_everyone()
     progress.last_checkpoint = path

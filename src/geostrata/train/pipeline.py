@@ -21,11 +21,13 @@ from geostrata.session import (
     cache_features,
     open_session,
     prepare,
+    rebuild_model,
     save_session,
 )
-from geostrata.train.engines import gather_full_state, is_sharded
+from geostrata.train.checkpoint import load_checkpoint
+from geostrata.train.engines import gather_full_state
 from geostrata.train.loop import TrainResult, train
-from geostrata.train.stages import stage_parameters, trainable_names
+from geostrata.train.stages import STAGES, stage_parameters, trainable_names
 
 
 @dataclass
@@ -38,15 +40,26 @@ class ExperimentResult:
 def run_experiment(
     cfg: ExperimentConfig, resume: bool = False, show_progress: bool = True
 ) -> ExperimentResult:
-    """Train stage 1 then stage 2 (each resumable), save the model, return the session."""
+    """Train stage 1 then stage 2 (each resumable), save the model, return the session.
+
+    Each stage has its own engine lifetime: its own Accelerator, and a model no earlier engine
+    touched. Stage 2 runs on a model rebuilt from the run's seed (and `init_from`) with stage 1's
+    final checkpoint loaded over it, so no DDP wrapper, FSDP sharding or DeepSpeed ZeRO hook of
+    stage 1 is on the module stage 2 prepares, and a resumed stage 2 starts from exactly what an
+    uninterrupted one did.
+    """
     session = prepare(cfg, show_progress)  # rejects a bad config before it replaces the saved one
     if is_main_process():
         cfg.save(Path(cfg.output_dir) / CONFIG_FILE)  # atomic
     allowed = trainable_names(session.model)
     stages: dict[str, TrainResult] = {}
-    for stage in ("stage1", "stage2"):
+    for stage in STAGES:
+        if stages:  # a later stage: start from the previous one's saved state, on a fresh module
+            previous = stages[STAGES[STAGES.index(stage) - 1]].checkpoint
+            assert previous is not None, "a finished stage always leaves its last checkpoint"
+            rebuild_model(session, load_checkpoint(previous).weights_path)
         params = stage_parameters(session.model, stage, allowed)
-        if stage == "stage2" and _vision_trained(allowed) and not is_sharded(session.model):
+        if stage != STAGES[0] and _vision_trained(allowed):
             cache_features(session, show_progress)  # e.g. a band adapter settled in stage 1
         stages[stage] = train(
             session.model,

@@ -16,20 +16,54 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     """An Accelerator for ``cfg``; mixed precision only where there is a GPU to use it.
 
     Without a GPU, ``cpu=True`` lets ``torchrun`` / ``accelerate launch`` give N CPU processes
-    (gloo); Accelerate would otherwise run each of them as an independent single process.
+    (gloo); Accelerate would otherwise run each of them as an independent single process. A launch
+    that asks for FSDP or DeepSpeed (``accelerate launch --config_file configs/accelerate/...``
+    sets ``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED``) gets that engine on the CPU too,
+    over gloo, where Accelerate alone would fall back to plain data parallelism: the same
+    `geostrata train` runs sharded on a CPU machine (the test suite's multi-process runs).
     """
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     gpu = torch.cuda.is_available()
     # Ablation switches and optional inputs (e.g. the default question vector) leave some
     # trainable parameters unused in a step; DDP must be told, or it waits for their gradients.
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(
+    handlers: list = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    precision = cfg.mixed_precision if gpu else "no"
+    if not gpu and _env_flag("ACCELERATE_USE_DEEPSPEED"):
+        # DeepSpeed's CPU accelerator (DS_ACCELERATOR=cpu) on gloo; cpu=True would drop DeepSpeed
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+        return Accelerator(
+            gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision,
+            kwargs_handlers=handlers,
+        )  # fmt: skip
+    acc = Accelerator(
         gradient_accumulation_steps=cfg.grad_accum,
-        mixed_precision=cfg.mixed_precision if gpu else "no",
+        mixed_precision=precision,
         cpu=not gpu,
-        kwargs_handlers=[ddp],
+        kwargs_handlers=handlers,
     )
+    if not gpu and _env_flag("ACCELERATE_USE_FSDP") and acc.num_processes > 1:
+        _fsdp_on_cpu(acc)
+    return acc
+
+
+def _env_flag(name: str) -> bool:
+    import os
+
+    return os.environ.get(name, "false").strip().lower() in ("1", "true", "yes")
+
+
+def _fsdp_on_cpu(acc: Accelerator) -> None:
+    """Switch a multi-CPU Accelerator to FSDP (the plugin as the launch config's environment
+    describes it), as Accelerate records FSDP on GPUs; ``prepare`` then shards with
+    ``fully_shard`` on a CPU mesh."""
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()  # reads FSDP_* from the environment
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP  # both shared states
+    acc.state.distributed_type = DistributedType.FSDP
+    acc.state.fsdp_plugin = plugin
 
 
 def build_optimizer(

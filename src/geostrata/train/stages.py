@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 TOWER, BAND_ADAPTER = "vision.tower.", "vision.band_adapter."
+STAGES = ("stage1", "stage2")  # in training order
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "stage1": ("vision", "augmentation", "fusion", "projector", "default_question"),
     "stage2": (
