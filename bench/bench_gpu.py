@@ -60,6 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gen-batches", type=_ints, default=[1, 8])
     p.add_argument("--gen-repeats", type=int, default=3)
     p.add_argument(
+        "--decode",
+        type=lambda text: [m for m in text.split(",") if m],
+        default=["dynamic"],
+        help="decode modes to time (geostrata.model.decoding: dynamic, static, compiled)",
+    )
+    p.add_argument("--no-train", action="store_true", help="time generation only")
+    p.add_argument(
         "--no-checkpointing",
         action="store_true",
         help="train without gradient checkpointing (default: on, as the presets' runs)",
@@ -255,9 +262,14 @@ def time_train(
     }
 
 
-def time_generate(model: Any, cfg: Any, args: argparse.Namespace, batch_size: int) -> dict:
+def time_generate(
+    model: Any, cfg: Any, args: argparse.Namespace, batch_size: int, mode: str = "dynamic"
+) -> dict:
     import torch
 
+    from geostrata.model.decoding import bandwidth_bound_s, weight_bytes
+
+    model.decode_mode = mode
     prompt_len = 1 + cfg.num_image_tokens + QUESTION_TOKENS
     batch = make_batch(cfg, batch_size, prompt_len, args.device, None)
 
@@ -272,11 +284,20 @@ def time_generate(model: Any, cfg: Any, args: argparse.Namespace, batch_size: in
 
     _reset_peak(args.device)
     with torch.inference_mode():
-        run(2)  # warm-up (kernels, allocator)
+        start = time.perf_counter()
+        run(args.gen_tokens)  # warm-up (kernels, allocator; compiles the "compiled" mode)
+        warmup = time.perf_counter() - start
         first = statistics.median(run(1) for _ in range(args.gen_repeats))
         full = statistics.median(run(args.gen_tokens) for _ in range(args.gen_repeats))
     per_token = (full - first) / max(args.gen_tokens - 1, 1)
+    llm_bytes = weight_bytes(model.llm)
+    bound = bandwidth_bound_s(llm_bytes, args.gpu_name) if args.device.startswith("cuda") else None
     return {
+        "decode": mode,
+        "warmup_s": warmup,
+        "llm_weight_bytes": llm_bytes,
+        "bandwidth_bound_per_token_s": bound,  # weight bytes / peak memory bandwidth
+        "per_token_over_bound": None if bound is None else per_token / bound,
         "batch": batch_size,
         "prompt_len": prompt_len,
         "new_tokens": args.gen_tokens,
@@ -356,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-5)
-    for seq_len in args.seq_lens:
+    for seq_len in [] if args.no_train else args.seq_lens:
         for micro_batch in args.micro_batches:
             try:
                 row = time_train(model, cfg, args, seq_len, micro_batch, optimizer)
@@ -372,15 +393,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.merge_lora and hasattr(model.llm, "merge_and_unload"):
         model.llm = model.llm.merge_and_unload()
     rec.set("lora_merged_for_generation", bool(args.merge_lora))
-    for batch_size in args.gen_batches:
-        try:
-            row = time_generate(model, cfg, args, batch_size)
-        except RuntimeError as exc:
-            if not _oom(exc):
-                raise
-            row = {"batch": batch_size, "error": str(exc)[:200]}
-        rec.add("generate", row)
-        print(_generate_line(row), flush=True)
+    for mode in args.decode:
+        for batch_size in args.gen_batches:
+            try:
+                row = time_generate(model, cfg, args, batch_size, mode)
+            except RuntimeError as exc:
+                if not _oom(exc):
+                    raise
+                row = {"decode": mode, "batch": batch_size, "error": str(exc)[:200]}
+            rec.add("generate", row)
+            print(_generate_line(row), flush=True)
     rec.set("wall_s", time.perf_counter() - start)
     print(f"wrote {args.out}")
     return rec.data
@@ -402,12 +424,16 @@ def _train_line(row: dict[str, Any]) -> str:
 
 
 def _generate_line(row: dict[str, Any]) -> str:
-    head = f"generate batch {row['batch']:>3d}: "
+    head = f"generate {row['decode']:>8s} batch {row['batch']:>3d}: "
     if "error" in row:
         return head + "out of memory"
+    bound = row["bandwidth_bound_per_token_s"]
+    ratio = row["per_token_over_bound"]
+    versus = "" if bound is None else f" (bound {bound * 1000:.2f} ms: x{ratio:.1f})"
     return (
         head + f"first token {row['first_token_s'] * 1000:.1f} ms, "
-        f"then {row['per_token_s'] * 1000:.2f} ms/token, {row['tokens_per_s']:,.0f} tok/s"
+        f"then {row['per_token_s'] * 1000:.2f} ms/token{versus}, {row['tokens_per_s']:,.0f} tok/s, "
+        f"warm-up {row['warmup_s']:.1f} s"
     )
 
 

@@ -30,7 +30,8 @@ def test_cpu_smoke_run_writes_consistent_figures(bench, tmp_path):
     out = tmp_path / "gpu.json"
     args = ["--preset", "tiny", "--device", "cpu", "--dtype", "float32", "--seq-lens", "48",
             "--micro-batches", "1,2", "--steps", "1", "--warmup", "1", "--gen-tokens", "3",
-            "--gen-batches", "2", "--gen-repeats", "1", "--out", str(out)]
+            "--gen-batches", "2", "--gen-repeats", "1", "--decode", "dynamic,static",
+            "--out", str(out)]
     data = bench.main(args)
     assert json.loads(out.read_text()) == data  # the file holds what was returned
     assert [(r["seq_len"], r["micro_batch"]) for r in data["train"]] == [(48, 1), (48, 2)]
@@ -38,9 +39,11 @@ def test_cpu_smoke_run_writes_consistent_figures(bench, tmp_path):
         assert math.isfinite(row["loss"]) and row["loss"] > 0
         assert row["tokens_per_s"] == pytest.approx(row["micro_batch"] * 48 / row["step_median_s"])
         assert row["predicted"]["memory_gib"] > 0 and row["peak_allocated_gib"] is None
-    (gen,) = data["generate"]
-    assert (gen["batch"], gen["new_tokens"]) == (2, 3)
-    assert gen["total_s"] > 0 and gen["first_token_s"] > 0  # no timing relation: CPU noise
+    assert [g["decode"] for g in data["generate"]] == ["dynamic", "static"]
+    for gen in data["generate"]:
+        assert (gen["batch"], gen["new_tokens"]) == (2, 3)
+        assert gen["total_s"] > 0 and gen["first_token_s"] > 0  # no timing relation: CPU noise
+        assert gen["llm_weight_bytes"] > 0 and gen["bandwidth_bound_per_token_s"] is None  # CPU
     assert data["parameters"]["trainable"] > 0 and data["predicted_for_gpu"] == "h100"
 
 

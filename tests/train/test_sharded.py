@@ -1,7 +1,8 @@
 """The parts of FSDP / DeepSpeed support that need neither: DeepSpeed's config filled from the
 training config before ``prepare``, a gradient norm DeepSpeed does not report, the optimizer state
 re-keyed between torch's index layout and FSDP's name layout, the staged (multi-writer) checkpoint
-directory, and the refusals. The real runs are in test_fsdp.py and test_deepspeed.py."""
+directory, and the refusals. The real runs are in test_fsdp.py (toy) and
+tests/pipeline/test_engines.py."""
 
 from types import SimpleNamespace
 

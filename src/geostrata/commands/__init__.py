@@ -3,6 +3,10 @@
 import typer
 
 DEVICE_HELP = "auto (this process's GPU if there is one, else the CPU), cpu, cuda or cuda:N."
+DECODE_HELP = (
+    "How answers are decoded: dynamic (growing KV cache), static (preallocated cache) or compiled "
+    "(static cache + torch.compile / CUDA graphs: fastest per token on a GPU, first call compiles)."
+)
 KB_EXTRA_HELP = (
     "Knowledge-base entry file (JSONL / YAML) added for this run only, e.g. classes no training "
     "image showed; repeat for several."

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from geostrata.commands import DEVICE_HELP, KB_EXTRA_HELP, fail
+from geostrata.commands import DECODE_HELP, DEVICE_HELP, KB_EXTRA_HELP, fail
 from geostrata.errors import GeoStrataError, InputError
 
 MODEL_HELP = "Saved model folder (what `geostrata train` / `demo` write, e.g. runs/demo/run/model)."
@@ -51,6 +51,7 @@ def api(
     queue_size: Annotated[int, typer.Option(min=1, help="Requests waiting; then 429.")] = 8,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per request, then 504.")] = 60,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    decode: Annotated[str, typer.Option(help=DECODE_HELP)] = "dynamic",
     kb_extra: Annotated[list[Path] | None, typer.Option(help=KB_EXTRA_HELP)] = None,
 ) -> None:
     """Serve an OpenAI-compatible API: POST /v1/chat/completions, GET /v1/models."""
@@ -61,7 +62,9 @@ def api(
         if image_root is not None and not image_root.is_dir():
             raise InputError(f"--image-root {image_root}: not a folder")
         limits = ApiLimits(concurrency=concurrency, queue_size=queue_size, timeout_s=timeout)
-        loaded = load_model(model_dir, device=device, knowledge_extra=kb_extra or [])
+        loaded = load_model(
+            model_dir, device=device, knowledge_extra=kb_extra or [], decode=decode
+        )
     except GeoStrataError as exc:
         raise fail(exc) from exc
     if api_key is None and not _is_loopback(host):
@@ -99,6 +102,7 @@ def predict(
     max_new_tokens: Annotated[int, typer.Option(min=1, max=256, help="Answer length bound.")] = 16,
     classes: Annotated[bool, typer.Option("--classes", help=CLASSES_HELP)] = False,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    decode: Annotated[str, typer.Option(help=DECODE_HELP)] = "dynamic",
     kb_extra: Annotated[list[Path] | None, typer.Option(help=KB_EXTRA_HELP)] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -108,7 +112,9 @@ def predict(
 
     try:
         jobs = collect_jobs(inputs, question or [])  # refused before the (slow) model load
-        loaded = load_model(model_dir, device=device, knowledge_extra=kb_extra or [])
+        loaded = load_model(
+            model_dir, device=device, knowledge_extra=kb_extra or [], decode=decode
+        )
         summary = predict_all(
             loaded, jobs, out, _scene_classes(loaded, classes), max_new_tokens, progress
         )

@@ -29,6 +29,7 @@ from geostrata.knowledge.protocol import Retriever
 from geostrata.levels import VISUAL_LEVELS
 from geostrata.model.augmentation import SemanticAugmentation
 from geostrata.model.configuration import GeoStrataConfig, load_saved_config
+from geostrata.model.decoding import generation_kwargs
 from geostrata.model.experts import SemanticExperts
 from geostrata.model.fusion import CrossModalFusion, LlavaProjector, splice_image_tokens
 from geostrata.model.outputs import GeoStrataOutput, RetrievedCues
@@ -93,6 +94,8 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
                 require_local(config.vision_name_or_path, "vision_name_or_path")
             if config.text_name_or_path is not None:
                 require_llm(config.text_name_or_path)
+            if config.load_in_4bit:
+                check_qlora(config)
         sections = config.sections()
         self.vision = MultiLevelVisionEncoder(sections.vision)
         if config.baseline == "llava":
@@ -119,6 +122,7 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         # had before the LLM was loaded / PEFT-wrapped; from_pretrained ties by these names.
         self.all_tied_weights_keys = self.get_expanded_tied_weights_keys(all_submodels=True)
         self.cue_pointers: list[int] = []  # pointer token ids, set by attach_knowledge
+        self.decode_mode = "dynamic"  # how generate decodes (model/decoding.py): load_model sets it
 
     # ---- construction ------------------------------------------------------------------------
     def _load_pretrained_llm(self) -> None:
@@ -501,6 +505,7 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         text = self.config.text_config
+        decoding = generation_kwargs(self.decode_mode, emb.embeds.device)  # model/decoding.py
         new = self.llm.generate(
             inputs_embeds=emb.embeds,
             attention_mask=attention_mask,
@@ -509,7 +514,7 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
             pad_token_id=text.pad_token_id,
             eos_token_id=text.eos_token_id,
             bos_token_id=text.bos_token_id,
-            **kwargs,
+            **{**decoding, **kwargs},
         )
         if not self.cue_pointers or emb.visual is None:
             return new
@@ -607,17 +612,34 @@ def _check_candidates(candidates: list[list[int]]) -> None:
             )
 
 
+def check_qlora(config: GeoStrataConfig) -> None:
+    """QLoRA (load_in_4bit) can run here, or a ConfigError naming what is missing: a pretrained
+    LLM to quantise as it loads, the bitsandbytes package, a CUDA GPU (its 4-bit kernels)."""
+    if config.text_name_or_path is None:
+        raise ConfigError(
+            "load_in_4bit=True quantises a pretrained LLM while it loads "
+            "(model.text_name_or_path); this model's LLM is built from its config, so there is "
+            "nothing to quantise"
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            "load_in_4bit=True needs the bitsandbytes package and a CUDA GPU "
+            "(pip install bitsandbytes on the GPU machine)"
+        ) from exc
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "load_in_4bit=True needs a CUDA GPU (bitsandbytes' NF4 kernels), and none is visible; "
+            "train with LoRA in 16 bits here (load_in_4bit=false)"
+        )
+
+
 def _pretrained_llm_kwargs(config: GeoStrataConfig) -> dict[str, object]:
     """dtype and (QLoRA) 4-bit quantisation for loading a real LLM."""
     kwargs: dict[str, object] = {"dtype": getattr(torch, config.torch_dtype)}
     if config.load_in_4bit:
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError as exc:
-            raise ConfigError(
-                "load_in_4bit=True needs the bitsandbytes package and a CUDA GPU "
-                "(pip install bitsandbytes on the GPU machine)"
-            ) from exc
+        check_qlora(config)
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(

@@ -78,6 +78,7 @@ def load_model(
     device: str | None = None,
     dtype: str | None = None,
     knowledge_extra: Sequence[str | Path] = (),
+    decode: str = "dynamic",
 ) -> LoadedModel:
     """Load a saved GeoStrata model folder (weights are safetensors only) and its knowledge base.
 
@@ -87,12 +88,15 @@ def load_model(
     ``knowledge_extra``: entry files added to the model's knowledge base for this run only.
     What training added to the base (its `--kb-extra` files, entries for labels the base
     lacked) is in the folder and comes back with it.
+    ``decode``: how `generate` decodes (dynamic | static | compiled, see model/decoding.py).
     """
     from geostrata.device import resolve_device, resolve_dtype
     from geostrata.knowledge.additions import Additions
     from geostrata.model import GeoStrataForConditionalGeneration, GeoStrataProcessor
+    from geostrata.model.decoding import check_decode
 
     path = Path(path)
+    check_decode(decode)
     saved_model_files(path)  # safetensors only, experiment.yaml present
     cfg = ExperimentConfig.from_yaml(path / CONFIG_FILE)
     target = resolve_device(device)
@@ -108,6 +112,7 @@ def load_model(
     default_dtype = "float32" if target.type == "cpu" else model.config.torch_dtype
     model.to(device=target, dtype=resolve_dtype(dtype, default_dtype))
     attach_knowledge(model, processor, knowledge)  # after the move: buffers go with the model
+    model.decode_mode = decode
     return LoadedModel(model.eval(), processor, knowledge, cfg, path, entry_ids(knowledge_extra))
 
 
