@@ -80,7 +80,12 @@ TASK_VARIANTS: dict[str, dict[str, Any]] = {
     "llava baseline": VARIANTS["llava baseline"],
     "full": VARIANTS["full"],
     "single-level (object)": VARIANTS["single-level (object)"],
+    # a diagnostic, not in the default table: the object level at the tower's own 12 x 12 grid
+    # (stride 8 at 96 px) instead of pooled to 4 x 4, to test whether token resolution is what
+    # bounds grounding (`python -m geostrata.evaluate.grounding`: the whole-cell ceiling per grid)
+    "full, 144 object tokens": {"num_image_tokens": 149},
 }
+TASK_TABLE_VARIANTS = ("llava baseline", "full", "single-level (object)")
 TASK_COLUMNS = (
     "ground_acc50",
     "ground_acc25",
@@ -95,6 +100,11 @@ TASK_COLUMNS = (
 
 def variants_for(profile: str) -> dict[str, dict[str, Any]]:
     return {"zeroshot": ZEROSHOT_VARIANTS, "tasks": TASK_VARIANTS}.get(profile, VARIANTS)
+
+
+def default_variants(profile: str) -> list[str]:
+    """What `geostrata ablate --profile P` runs without --variant."""
+    return list(TASK_TABLE_VARIANTS) if profile == "tasks" else list(variants_for(profile))
 
 
 def columns_for(profile: str) -> tuple[str, ...]:

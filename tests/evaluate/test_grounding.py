@@ -109,3 +109,17 @@ def test_token_budgets_fit_the_longest_reference_of_open_ended_tasks():
     assert token_budget("region", [{"answer": "w " * 900}], words) == MAX_BUDGET
     assert token_budget("vqa", long_, words) == MAX_NEW_TOKENS["vqa"]  # short answers: fixed
     assert token_budget("ground", [], words) == MAX_NEW_TOKENS["ground"]
+
+
+def test_grid_ceiling_is_what_whole_token_cells_can_reach():
+    from geostrata.evaluate.grounding import grid_ceiling
+
+    cell = Box(25, 50, 50, 75)  # exactly one cell of a 4 x 4 grid
+    small = Box(30, 30, 35, 35)  # 0.25 % of the image
+    assert grid_ceiling([cell], 4) == 1.0
+    assert grid_ceiling([small], 4) == 0.0  # a 25 x 25 cell has IoU 0.04 with it
+    assert grid_ceiling([small], 20) == 1.0  # a 5 x 5 grid cell is the box
+    assert grid_ceiling([cell, small], 4) == 0.5
+    assert grid_ceiling([small], 4, threshold=0.04) == 1.0
+    with pytest.raises(InputError, match="grid"):
+        grid_ceiling([cell], 0)

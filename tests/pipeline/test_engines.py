@@ -11,7 +11,7 @@ and FSDP failed when stage 2 unfroze LoRA adapters inside units stage 1 had shar
 Tolerance: none. The same processes, seeds and reduction order give bit-identical weights, and
 the resumed run restores every weight, optimizer moment and RNG state exactly, so the final
 tensors are compared with atol = rtol = 0 (and every logged loss for equality).
-About 25 s per launch, 9 launches.
+About 25 s per launch, 9 launches, two at a time.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -67,11 +68,18 @@ def _experiment(out: Path, data: Path) -> Path:
     return path
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _launch(engine: str, experiment: Path, *flags: str) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(CONFIGS / ENGINES[engine]), "--num_processes", "2", "--mixed_precision", "no",
+           "--main_process_port", str(_free_port()),  # two launches run side by side
            "-m", "geostrata.cli", "train", str(experiment), "--no-eval", *flags]  # fmt: skip
     log = experiment.with_suffix(f".{time.monotonic_ns()}.log")
     with open(log, "wb") as sink:  # a file, not a pipe: a full pipe would stall the launch
@@ -109,10 +117,12 @@ def test_two_stages_killed_in_stage2_resume_to_the_uninterrupted_weights(tmp_pat
     if engine != "fsdp":
         pytest.importorskip("deepspeed")
     ref_cfg, run_cfg = _experiment(tmp_path / "ref", data), _experiment(tmp_path / "run", data)
-    _finish(_launch(engine, ref_cfg))
+    reference = _launch(engine, ref_cfg)  # uninterrupted, beside the run that is killed
     killed_at = _kill_after_stage2_checkpoint(_launch(engine, run_cfg), tmp_path / "run")
     assert 0 < killed_at < STAGE2_STEPS
-    _finish(_launch(engine, run_cfg, "--resume"))
+    resumed = _launch(engine, run_cfg, "--resume")
+    _finish(reference)
+    _finish(resumed)
 
     want = load_file(tmp_path / "ref" / "model" / "model.safetensors")
     got = load_file(tmp_path / "run" / "model" / "model.safetensors")

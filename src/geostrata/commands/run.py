@@ -170,13 +170,19 @@ def ablate(
 ) -> None:
     """Full model vs its ablations and the LLaVA baseline (zeroshot: held-out classes, seed =
     fold, cue text on in the full model)."""
-    from geostrata.ablate import columns_for, markdown_table, run_ablation, variants_for
+    from geostrata.ablate import (
+        columns_for,
+        default_variants,
+        markdown_table,
+        run_ablation,
+        variants_for,
+    )
     from geostrata.demo import PROFILES
 
     if profile not in PROFILES:
         raise fail(ValueError(f"unknown profile {profile!r}; known: {list(PROFILES)}"))
     known = variants_for(profile)
-    chosen = variant or list(known)
+    chosen = variant or default_variants(profile)
     unknown = [v for v in chosen if v not in known]
     if unknown:
         raise fail(ValueError(f"unknown variant(s) {unknown}; known: {list(known)}"))

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from geostrata.boxes import Box, iou, parse_box, size_bucket
+from geostrata.boxes import BOX_SCALE, Box, iou, parse_box, size_bucket
 from geostrata.errors import InputError
 
 SIZES = ("small", "medium", "large")
@@ -115,3 +115,45 @@ def score_rows(rows: Sequence[dict[str, Any]]) -> GroundingMetrics:
         row["pred_box"] = box.as_list() if box is not None else None
         row["iou"] = value
     return metrics
+
+
+def grid_ceiling(truths: Sequence[Box], grid: int, threshold: float = 0.5) -> float:
+    """The Acc@``threshold`` of the best boxes made of whole cells of a ``grid`` x ``grid`` token
+    grid: for each true box, the cell-aligned rectangle of highest IoU (its edges searched among
+    the grid lines next to the true box's edges, two on each side). A model that can say which
+    image tokens hold the object, but not where inside a token it lies, grounds at most about
+    this well: it bounds what coarse image tokens allow."""
+    if grid < 1:
+        raise InputError(f"grid must be >= 1, got {grid}")
+    if not truths:
+        return float("nan")
+    edges = [round(i * BOX_SCALE / grid) for i in range(grid + 1)]
+
+    def near(value: int) -> list[int]:
+        below = max(i for i, e in enumerate(edges) if e <= value)
+        return [edges[i] for i in range(max(below - 1, 0), min(below + 3, grid + 1))]
+
+    def spans(lo: int, hi: int) -> list[tuple[int, int]]:
+        return [(a, b) for a in near(lo) for b in near(hi) if a < b]
+
+    hits = 0
+    for t in truths:
+        best = max(iou(t, Box(x1, y1, x2, y2)) for x1, x2 in spans(t.x1, t.x2)
+                   for y1, y2 in spans(t.y1, t.y2))  # fmt: skip
+        hits += best >= threshold
+    return hits / len(truths)
+
+
+if __name__ == "__main__":  # python -m geostrata.evaluate.grounding GROUND.json [GRIDS]
+    import json
+    import sys
+    from pathlib import Path
+
+    records = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))  # instruct JSON
+    truths = [Box.of(r["box"]) for r in records if r.get("task") == "ground"]
+    grids = [int(g) for g in (sys.argv[2] if len(sys.argv) > 2 else "3,4,12,24").split(",")]
+    print(f"{len(truths)} true boxes; best whole-cell boxes of a G x G token grid:")
+    print("| grid | Acc@0.5 ceiling | Acc@0.25 ceiling |\n|---|---|---|")
+    for g in grids:
+        print(f"| {g} x {g} | {100 * grid_ceiling(truths, g):.1f} | "
+              f"{100 * grid_ceiling(truths, g, 0.25):.1f} |")  # fmt: skip
