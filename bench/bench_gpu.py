@@ -67,6 +67,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-train", action="store_true", help="time generation only")
     p.add_argument(
+        "--trace",
+        type=Path,
+        default=None,
+        help="also profile one training step of the first setting (torch.profiler): a Chrome "
+        "trace at this path and the top operators beside it (.txt)",
+    )
+    p.add_argument(
+        "--qlora-dir",
+        type=Path,
+        default=None,
+        help="QLoRA: save the preset's LLM (random weights, bf16) as a folder here once, then "
+        "load it 4-bit NF4 (needs bitsandbytes and a CUDA GPU) with LoRA on top",
+    )
+    p.add_argument(
         "--no-checkpointing",
         action="store_true",
         help="train without gradient checkpointing (default: on, as the presets' runs)",
@@ -141,6 +155,15 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         # random weights: a model naming pretrained parts refuses to build without them
         **{"vision_name_or_path": None, "text_name_or_path": None, **overrides},
     )
+    if args.qlora_dir is not None:  # a pretrained-LLM folder to quantise while loading
+        _save_random_llm(cfg, args)
+        cfg = GeoStrataConfig.from_preset(
+            args.preset,
+            gradient_checkpointing=not args.no_checkpointing,
+            torch_dtype=args.dtype,
+            **{"vision_name_or_path": None, **overrides, "text_name_or_path": str(args.qlora_dir),
+               "load_in_4bit": True, "use_lora": True, "freeze_llm": True},
+        )  # fmt: skip
     torch.manual_seed(args.seed)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(getattr(torch, args.dtype))
@@ -154,6 +177,21 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
             param.data = param.data.float()
     model.attach_knowledge(RandomKnowledge(cfg.knowledge_dim, KB_SIZES, args.seed))
     return cfg, model
+
+
+def _save_random_llm(cfg: Any, args: argparse.Namespace) -> None:
+    """The preset's LLM with random weights, saved once as a transformers folder (bf16)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if (args.qlora_dir / "config.json").is_file():
+        return
+    torch.manual_seed(args.seed)
+    with torch.device(args.device):
+        llm = AutoModelForCausalLM.from_config(cfg.text_config, dtype=torch.bfloat16)
+    llm.save_pretrained(args.qlora_dir)
+    del llm
+    torch.cuda.empty_cache()
 
 
 def make_batch(cfg: Any, batch: int, seq_len: int, device: str, answer_from: int | None) -> dict:
@@ -244,6 +282,8 @@ def time_train(
         if step >= args.warmup:
             times.append(time.perf_counter() - start)
         loss = float(out.loss.detach())
+    if args.trace is not None and not args.trace.exists():  # the first setting only
+        _profile_step(model, batch, optimizer, device_type, args)
     step_s = statistics.median(times)
     tokens_per_s = micro_batch * seq_len / step_s
     pred = predicted(cfg, args, seq_len, micro_batch)
@@ -307,6 +347,27 @@ def time_generate(
         "tokens_per_s": batch_size * args.gen_tokens / full,
         "peak_allocated_gib": _peak_gib(args.device),
     }
+
+
+def _profile_step(model: Any, batch: dict, optimizer: Any, device_type: str, args: Any) -> None:
+    """One training step under torch.profiler: a Chrome trace (chrome://tracing, Perfetto) and
+    the operators by total time, so host gaps (retrieval, launches) are seen beside kernels."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device_type == "cuda" else [])
+    with profile(activities=activities, record_shapes=False) as prof:
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=args.dtype != "float32"):
+            out = model(**batch)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(args.device)
+    args.trace.parent.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(args.trace))
+    sort = "cuda_time_total" if device_type == "cuda" else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=40)
+    args.trace.with_suffix(".txt").write_text(table, encoding="utf-8")
 
 
 def environment(device: str) -> dict[str, Any]:
