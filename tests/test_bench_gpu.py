@@ -52,3 +52,24 @@ def test_too_short_sequence_is_refused(bench, tmp_path):
         bench.main(["--preset", "tiny", "--device", "cpu", "--dtype", "float32", "--seq-lens",
                     "10", "--micro-batches", "1", "--gen-batches", "", "--out",
                     str(tmp_path / "x.json")])
+
+
+def test_qlora_saves_the_llm_folder_then_refuses_without_bitsandbytes(bench, tmp_path):
+    from geostrata.errors import ConfigError
+
+    folder = tmp_path / "llm"
+    with pytest.raises(ConfigError, match="bitsandbytes|CUDA GPU"):
+        bench.main(["--preset", "tiny", "--device", "cpu", "--dtype", "float32", "--seq-lens",
+                    "48", "--micro-batches", "1", "--gen-batches", "", "--qlora-dir",
+                    str(folder), "--out", str(tmp_path / "q.json")])  # fmt: skip
+    assert (folder / "config.json").is_file() and list(folder.glob("*.safetensors"))
+
+
+def test_trace_holds_one_profiled_step(bench, tmp_path):
+    trace = tmp_path / "trace.json"
+    bench.main(["--preset", "tiny", "--device", "cpu", "--dtype", "float32", "--seq-lens", "48",
+                "--micro-batches", "1", "--steps", "1", "--warmup", "0", "--gen-batches", "",
+                "--trace", str(trace), "--out", str(tmp_path / "t.json")])  # fmt: skip
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert any("AdamW" in str(e.get("name")) for e in events)
+    assert "aten::" in trace.with_suffix(".txt").read_text()
