@@ -97,3 +97,21 @@ def test_the_zero_shot_tables_in_the_results_doc_are_rendered_from_the_saved_jso
     rendered = render_zeroshot(result)
     assert rendered.count("| full |") == len(ZEROSHOT_TABLES)
     assert rendered in (root / "docs/results.md").read_text(encoding="utf-8")
+
+
+def test_the_tasks_tables_in_the_results_doc_are_rendered_from_the_saved_json():
+    """docs/results.md shows the captioning / grounding ablation (3 seeds of each table variant)
+    and its 144-token diagnostic as `markdown_table` renders the saved JSON."""
+    from pathlib import Path
+
+    from geostrata.ablate import TASK_COLUMNS, TASK_TABLE_VARIANTS, markdown_table
+
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs/results.md").read_text(encoding="utf-8")
+    result = AblationResult.load(root / "docs/results/ablation_tasks.json")
+    assert list(result.runs) == list(TASK_TABLE_VARIANTS)
+    assert all(len(runs) == 3 for runs in result.runs.values())
+    assert markdown_table(result, TASK_COLUMNS) in doc
+    fine = AblationResult.load(root / "docs/results/ablation_tasks_144_tokens.json")
+    assert list(fine.runs) == ["full, 144 object tokens"]
+    assert markdown_table(fine, TASK_COLUMNS) in doc
