@@ -261,7 +261,6 @@ def predicted(cfg: Any, args: argparse.Namespace, seq_len: int, micro_batch: int
 def time_train(
     model: Any, cfg: Any, args: argparse.Namespace, seq_len: int, micro_batch: int, optimizer: Any
 ) -> dict[str, Any]:
-    import torch
 
     from geostrata.scaling import GPU_PEAK_TFLOPS
 
@@ -271,17 +270,10 @@ def time_train(
     _reset_peak(args.device)
     times, loss = [], float("nan")
     for step in range(args.warmup + args.steps):
-        _sync(args.device)
         start = time.perf_counter()
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=args.dtype != "float32"):
-            out = model(**batch)
-        out.loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        _sync(args.device)
+        loss = _train_step(model, batch, optimizer, device_type, args)
         if step >= args.warmup:
             times.append(time.perf_counter() - start)
-        loss = float(out.loss.detach())
     if args.trace is not None and not args.trace.exists():  # the first setting only
         _profile_step(model, batch, optimizer, device_type, args)
     step_s = statistics.median(times)
@@ -349,20 +341,28 @@ def time_generate(
     }
 
 
+def _train_step(model: Any, batch: dict, optimizer: Any, device_type: str, args: Any) -> float:
+    """Forward (bf16 autocast unless float32), backward, AdamW; synchronised; returns the loss."""
+    import torch
+
+    _sync(args.device)
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=args.dtype != "float32"):
+        out = model(**batch)
+    out.loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    _sync(args.device)
+    return float(out.loss.detach())
+
+
 def _profile_step(model: Any, batch: dict, optimizer: Any, device_type: str, args: Any) -> None:
     """One training step under torch.profiler: a Chrome trace (chrome://tracing, Perfetto) and
     the operators by total time, so host gaps (retrieval, launches) are seen beside kernels."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device_type == "cuda" else [])
     with profile(activities=activities, record_shapes=False) as prof:
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=args.dtype != "float32"):
-            out = model(**batch)
-        out.loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        _sync(args.device)
+        _train_step(model, batch, optimizer, device_type, args)
     args.trace.parent.mkdir(parents=True, exist_ok=True)
     prof.export_chrome_trace(str(args.trace))
     sort = "cuda_time_total" if device_type == "cuda" else "cpu_time_total"
