@@ -123,3 +123,14 @@ def test_grid_ceiling_is_what_whole_token_cells_can_reach():
     assert grid_ceiling([small], 4, threshold=0.04) == 1.0
     with pytest.raises(InputError, match="grid"):
         grid_ceiling([cell], 0)
+
+
+def test_centre_errors_compare_with_the_shifted_truths():
+    from geostrata.evaluate.grounding import centre_errors
+
+    rows = [{"box": [0, 0, 10, 10], "pred": "{<0><0><10><10>}"},
+            {"box": [90, 90, 100, 100], "pred": "{<90><90><100><100>}"},
+            {"box": [0, 90, 10, 100], "pred": "no box"}]  # fmt: skip
+    own, shifted = centre_errors(rows)
+    assert own == 0.0  # the two parsed boxes are exact; the unparsed one is left out
+    assert shifted == pytest.approx(90.0)  # pairs: 127.3, 90, 90 -> median 90

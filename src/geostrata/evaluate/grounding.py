@@ -144,11 +144,41 @@ def grid_ceiling(truths: Sequence[Box], grid: int, threshold: float = 0.5) -> fl
     return hits / len(truths)
 
 
-if __name__ == "__main__":  # python -m geostrata.evaluate.grounding GROUND.json [GRIDS]
+def centre_errors(rows: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
+    """Median distance (0-100 units) from each parsed predicted box's centre to its true box's
+    centre, and the same for the true boxes shifted by one row (each expression paired with the
+    next one's truth): a model whose boxes ignore the image scores no better than the second."""
+    import statistics
+
+    def centre(box: Box) -> tuple[float, float]:
+        return (box.x1 + box.x2) / 2, (box.y1 + box.y2) / 2
+
+    def dist(a: Box, b: Box) -> float:
+        (ax, ay), (bx, by) = centre(a), centre(b)
+        return ((ax - bx) ** 2 + (ay - by) ** 2) ** 0.5
+
+    truths = [record_box(r) for r in rows]
+    preds = [parse_box(str(r.get("pred", ""))) for r in rows]
+    own = [dist(p, t) for p, t in zip(preds, truths, strict=True) if p is not None]
+    shifted = [dist(a, b) for a, b in zip(truths, truths[1:] + truths[:1], strict=True)]
+    if not own:
+        return float("nan"), statistics.median(shifted)
+    return statistics.median(own), statistics.median(shifted)
+
+
+if __name__ == "__main__":
+    # python -m geostrata.evaluate.grounding GROUND.json [GRIDS]: whole-cell ceilings per grid
+    # python -m geostrata.evaluate.grounding --predictions predictions_ground.jsonl ...
     import json
     import sys
     from pathlib import Path
 
+    if sys.argv[1] == "--predictions":
+        for name in sys.argv[2:]:
+            lines = Path(name).read_text(encoding="utf-8").splitlines()
+            own, shifted = centre_errors([json.loads(line) for line in lines if line.strip()])
+            print(f"{name}: median centre error {own:.1f}, vs shifted truths {shifted:.1f}")
+        sys.exit(0)
     records = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))  # instruct JSON
     truths = [Box.of(r["box"]) for r in records if r.get("task") == "ground"]
     grids = [int(g) for g in (sys.argv[2] if len(sys.argv) > 2 else "3,4,12,24").split(",")]
