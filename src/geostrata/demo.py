@@ -103,9 +103,9 @@ PROFILES: dict[str, DemoProfile] = {
         overrides=("data.tasks=[vqa]",),
     ),
     # `geostrata ablate --profile tasks`: captioning, grounding and region description beside
-    # VQA, for the LLaVA baseline vs the full model vs its object level alone (3 seeds). 400
-    # stage-2 steps took 4.4 min a run and grounded nothing (Acc@0.5 0 %: collapsed coordinates),
-    # hence 800 (each referring expression seen ~3 times); the 9 runs take about an hour.
+    # VQA, for the LLaVA baseline vs the full model vs its object level alone (3 seeds). A probe
+    # with 400 stage-2 steps grounded nothing (Acc@0.5 0 %: collapsed coordinates), hence 800
+    # (each referring expression seen ~3 times); the 9 runs took 53 min (docs/results.md).
     "tasks": DemoProfile(
         n_train=800,
         n_test=150,

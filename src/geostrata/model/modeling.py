@@ -44,6 +44,7 @@ from geostrata.model.vision import (
 )
 from geostrata.weights import (
     hf_progress_bars_off,
+    load_safetensors_weights,
     require_same_shapes,
     safetensors_shapes,
     state_shapes,
@@ -157,24 +158,15 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
             expected, tied = state_shapes(cls(config))
         where = f"{folder}: the weights do not fit the model its config.json describes"
         require_same_shapes(where, expected, found, optional=tied)
-        scalars = [k for k, v in found.items() if k in expected and v == () != expected[k]]
+        if any(v == () != expected[k] for k, v in found.items() if k in expected):
+            # saved while the retrieval gates were 0-d: transformers refuses the shapes, torch's
+            # own load_state_dict takes them (LevelAugmentation reshapes them on load)
+            model = cls(config)
+            for file in files:
+                load_safetensors_weights(model, file, strict=False)
+            return model.eval()
         with hf_progress_bars_off():
-            if not scalars:
-                return super().from_pretrained(folder, *args, config=config, **kwargs)
-            # a folder saved while the gates were 0-d: transformers would refuse the shapes
-            # (and report each one it then skips); _copy_scalars puts them in
-            from transformers.utils import logging as hf_logging
-
-            verbosity = hf_logging.get_verbosity()
-            hf_logging.set_verbosity_error()
-            try:
-                model = super().from_pretrained(
-                    folder, *args, config=config, ignore_mismatched_sizes=True, **kwargs
-                )
-            finally:
-                hf_logging.set_verbosity(verbosity)
-        _copy_scalars(model, files, scalars)
-        return model
+            return super().from_pretrained(folder, *args, config=config, **kwargs)
 
     def _configure_trainable(self) -> None:
         cfg = self.config
@@ -587,18 +579,6 @@ class GeoStrataForConditionalGeneration(PreTrainedModel):
         ).logits
         logp = torch.log_softmax(logits[:, t - 1 : -1].float(), dim=-1)  # (B, Lc, V), predicts cand
         return logp.gather(-1, cand_ids.unsqueeze(-1)).squeeze(-1).sum(-1)  # (B,)
-
-
-def _copy_scalars(model: torch.nn.Module, files: list[Path], names: list[str]) -> None:
-    """Put the saved 0-d tensors ``names`` into the model's shape-(1,) parameters."""
-    import safetensors
-
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for file in files:
-            with safetensors.safe_open(str(file), framework="pt") as handle:
-                for name in set(names) & set(handle.keys()):
-                    params[name].copy_(handle.get_tensor(name).reshape(1))
 
 
 def _check_candidates(candidates: list[list[int]]) -> None:
